@@ -1,0 +1,188 @@
+//! Command line and environment. Every flag also reads `BOUNDED_<FLAG>`.
+//!
+//! | flag | env | default |
+//! |---|---|---|
+//! | `--listen` | `BOUNDED_LISTEN` | `127.0.0.1:8080` |
+//! | `--data-dir` | `BOUNDED_DATA_DIR` | `./data` (SQLite files, one per module) |
+//! | `--database-url` | `BOUNDED_DATABASE_URL` | none: SQLite; else Postgres admin URL |
+//! | `--module-database-url m=URL` | `BOUNDED_MODULE_DATABASE_URL` (comma-separated) | none |
+//! | `--db-role-password` | `BOUNDED_DB_ROLE_PASSWORD` | none: server's auth rules |
+//! | `--modules` | `BOUNDED_MODULES` | `all` |
+//! | `--log-format` | `BOUNDED_LOG_FORMAT` | `text`; `json` for machines |
+//! | log filter | `BOUNDED_LOG` (or `RUST_LOG`) | `info` |
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use shared_kernel::storage::{Backend, StorageConfig};
+
+/// The modules of the shop, in wiring order.
+pub const MODULES: [&str; 4] = ["customers", "inventory", "orders", "payments"];
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "bounded",
+    version,
+    about = "A modular monolith with enforced data boundaries."
+)]
+pub struct Cli {
+    #[arg(long, env = "BOUNDED_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP service.
+    Serve(ServeArgs),
+    /// Create or upgrade every module's database, then exit.
+    Migrate(StorageArgs),
+    /// The architecture lint.
+    Arch {
+        #[command(subcommand)]
+        command: ArchCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ArchCommand {
+    /// Check the workspace against the architecture invariants; exit 1 naming each violation.
+    Check(WorkspaceArg),
+    /// Print the module graph (call and event edges) as Mermaid.
+    Graph(WorkspaceArg),
+}
+
+#[derive(Debug, Args)]
+pub struct WorkspaceArg {
+    /// Root of the workspace (or any folder below it).
+    #[arg(long, env = "BOUNDED_WORKSPACE", default_value = ".")]
+    pub workspace: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StorageArgs {
+    /// Folder of the SQLite databases, one file per module (created if missing).
+    #[arg(long, env = "BOUNDED_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Postgres administrative URL; each module gets its own schema and login role there.
+    #[arg(long, env = "BOUNDED_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// A module's own database: `inventory=postgres://…` or `inventory=sqlite:/var/lib/inv`.
+    #[arg(long = "module-database-url", env = "BOUNDED_MODULE_DATABASE_URL", value_delimiter = ',', value_parser = parse_module_backend)]
+    pub module_database_urls: Vec<(String, Backend)>,
+    /// Password of the per-module Postgres login roles.
+    #[arg(long, env = "BOUNDED_DB_ROLE_PASSWORD", hide_env_values = true)]
+    pub db_role_password: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, env = "BOUNDED_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    /// Modules this process runs: `all` or a comma-separated list.
+    #[arg(long, env = "BOUNDED_MODULES", default_value = "all", value_parser = parse_modules)]
+    pub modules: ModuleSet,
+}
+
+/// The modules a process runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleSet(pub Vec<&'static str>);
+
+impl ModuleSet {
+    pub fn all() -> Self {
+        Self(MODULES.to_vec())
+    }
+
+    pub fn contains(&self, module: &str) -> bool {
+        self.0.contains(&module)
+    }
+}
+
+fn parse_modules(value: &str) -> Result<ModuleSet, String> {
+    if value.trim() == "all" {
+        return Ok(ModuleSet::all());
+    }
+    let mut set = Vec::new();
+    for name in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let module = MODULES
+            .iter()
+            .find(|m| **m == name)
+            .ok_or_else(|| format!("unknown module {name:?}; expected one of {MODULES:?}"))?;
+        if !set.contains(module) {
+            set.push(*module);
+        }
+    }
+    if set.is_empty() {
+        return Err("name at least one module, or `all`".into());
+    }
+    Ok(ModuleSet(set))
+}
+
+fn parse_module_backend(value: &str) -> Result<(String, Backend), String> {
+    let (module, url) = value
+        .split_once('=')
+        .ok_or_else(|| format!("expected <module>=<url>, got {value:?}"))?;
+    if !MODULES.contains(&module) {
+        return Err(format!(
+            "unknown module {module:?}; expected one of {MODULES:?}"
+        ));
+    }
+    Ok((module.to_owned(), StorageConfig::parse_backend(url)?))
+}
+
+impl StorageArgs {
+    pub fn storage_config(&self) -> StorageConfig {
+        let mut config = match &self.database_url {
+            Some(url) => StorageConfig::postgres(url.clone()),
+            None => StorageConfig::sqlite(self.data_dir.clone()),
+        };
+        config.overrides = self.module_database_urls.iter().cloned().collect();
+        config.role_password = self.db_role_password.clone();
+        config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serve_without_flags_uses_sqlite_under_data_and_every_module() {
+        let cli = Cli::try_parse_from(["bounded", "serve"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("expected serve");
+        };
+        assert_eq!(args.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(args.modules, ModuleSet::all());
+        let config = args.storage.storage_config();
+        assert_eq!(
+            config.default,
+            Backend::Sqlite {
+                data_dir: "./data".into()
+            }
+        );
+    }
+
+    #[test]
+    fn module_lists_and_overrides_are_validated() {
+        assert_eq!(
+            parse_modules("inventory, customers").unwrap(),
+            ModuleSet(vec!["inventory", "customers"])
+        );
+        assert!(parse_modules("shipping").is_err());
+        assert!(parse_module_backend("inventory=postgres://u@h/db").is_ok());
+        assert!(parse_module_backend("inventory=mysql://h").is_err());
+        assert!(parse_module_backend("shipping=postgres://h").is_err());
+    }
+}

@@ -1,0 +1,128 @@
+//! The process's HTTP surface: every local module's router merged with the operations
+//! endpoints, behind the cross-cutting layers (request id, tracing, body limit, problem
+//! details for unknown routes).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderName, Request, StatusCode};
+use axum::response::IntoResponse;
+use futures::future::join_all;
+use serde::Serialize;
+use shared_kernel::http::Problem;
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use utoipa::{OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::modules::Modules;
+
+/// Largest accepted request body.
+pub const BODY_LIMIT_BYTES: usize = 1024 * 1024;
+/// How long `/ready` waits for one module's database.
+const READY_PING_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Bounded", description = "A shop as a modular monolith with enforced data boundaries."),
+    tags(
+        (name = "customers", description = "Customers module"),
+        (name = "inventory", description = "Catalog and stock"),
+        (name = "operations", description = "Health, readiness and the API description"),
+    )
+)]
+struct ApiDoc;
+
+/// The full router and its OpenAPI document.
+pub fn router(modules: &Modules) -> Router {
+    let mut api = OpenApiRouter::with_openapi(ApiDoc::openapi());
+    if let Some(customers) = &modules.customers {
+        api = api.merge(customers::router(customers.clone()));
+    }
+    if let Some(inventory) = &modules.inventory {
+        api = api.merge(inventory::router(inventory.clone()));
+    }
+    let ops = OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(ready))
+        .with_state(modules.clone());
+    let (router, openapi) = api.merge(ops).split_for_parts();
+    let openapi_json = serde_json::to_string_pretty(&openapi).unwrap_or_default();
+
+    let request_id = HeaderName::from_static("x-request-id");
+    router
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || async move {
+                ([(axum::http::header::CONTENT_TYPE, "application/json")], openapi_json)
+            }),
+        )
+        .fallback(|| async { Problem::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+                "this endpoint does not support the method",
+            )
+        })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+                .layer(
+                    TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+                        let id = request
+                            .headers()
+                            .get("x-request-id")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("");
+                        tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), request.id = id)
+                    }),
+                )
+                .layer(PropagateRequestIdLayer::new(request_id)),
+        )
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct Health {
+    status: &'static str,
+}
+
+/// The process is up.
+#[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, body = Health)))]
+async fn health() -> axum::Json<Health> {
+    axum::Json(Health { status: "ok" })
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct Readiness {
+    /// `up` or `down` per module running in this process.
+    modules: BTreeMap<&'static str, &'static str>,
+}
+
+/// Every local module can reach its database (503 naming the ones that cannot).
+#[utoipa::path(
+    get, path = "/ready", tag = "operations",
+    responses((status = 200, body = Readiness), (status = 503, body = Readiness))
+)]
+async fn ready(State(modules): State<Modules>) -> impl IntoResponse {
+    let pings = modules.databases.iter().map(|db| async move {
+        let state = match db.ping(READY_PING_TIMEOUT).await {
+            Ok(()) => "up",
+            Err(_) => "down",
+        };
+        (db.module(), state)
+    });
+    let modules: BTreeMap<_, _> = join_all(pings).await.into_iter().collect();
+    let status = if modules.values().all(|s| *s == "up") {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(Readiness { modules }))
+}

@@ -1,0 +1,11 @@
+//! The `bounded` application: configuration, wiring of the modules, the HTTP gateway and
+//! operations endpoints, and the architecture lint.
+//!
+//! **Architecture Invariant:** only this crate depends on module implementation crates, and only
+//! in [`modules`], to construct and wire them.
+
+pub mod arch;
+pub mod config;
+pub mod http;
+pub mod modules;
+pub mod startup;

@@ -1,0 +1,100 @@
+//! Building and running the service: `Application::build(settings)` then
+//! `run_until_stopped(shutdown)`.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use axum::Router;
+use tokio::net::TcpListener;
+
+use crate::config::ServeArgs;
+use crate::modules::Modules;
+
+/// A bound, wired service that has not started serving yet.
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    modules: Modules,
+    router: Router,
+}
+
+impl Application {
+    /// Opens the module databases, binds the listener and builds the router.
+    pub async fn build(settings: &ServeArgs) -> anyhow::Result<Self> {
+        let storage = settings.storage.storage_config();
+        let modules = Modules::start(&settings.modules, &storage).await;
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("binding {}", settings.listen))?;
+        let router = crate::http::router(&modules);
+        Ok(Self {
+            listener,
+            modules,
+            router,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    pub fn modules(&self) -> &Modules {
+        &self.modules
+    }
+
+    /// The router, for tests that call it without a socket.
+    pub fn router(&self) -> Router {
+        self.router.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then lets in-flight requests finish and closes the
+    /// databases.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        tracing::info!(url = %format!("http://{}", self.local_addr()), "Bounded is listening.");
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("serving HTTP")?;
+        self.modules.close().await;
+        tracing::info!("Bounded stopped.");
+        Ok(())
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "Cannot listen for SIGINT.");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "Cannot listen for SIGTERM.");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => tracing::info!("SIGINT received; shutting down."),
+        () = terminate => tracing::info!("SIGTERM received; shutting down."),
+    }
+}

@@ -1,0 +1,147 @@
+//! The `bounded` binary itself: `serve` with no flags, graceful stop, `arch check`.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_bounded");
+
+fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
+}
+
+#[test]
+fn serve_without_flags_starts_on_sqlite_under_data_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .current_dir(dir.path())
+        // Port 0 through the environment: every flag has a BOUNDED_* variable.
+        .env("BOUNDED_LISTEN", "127.0.0.1:0")
+        .env_remove("BOUNDED_DATABASE_URL")
+        .env_remove("BOUNDED_DATA_DIR")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read the log on a thread, so that a server that never says where it listens fails the
+    // test at the deadline instead of blocking it.
+    let stderr = child.stderr.take().unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let url = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(line) = lines.recv_timeout(left) else {
+            child.kill().ok();
+            panic!("the server did not log its URL within 60 s");
+        };
+        if let Some(at) = line.find("url=http://") {
+            break line[at + 4..].split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    let health = http_get(&url, "/health");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    assert!(health.ends_with(r#"{"status":"ok"}"#), "{health}");
+    for module in app::config::MODULES {
+        assert!(
+            dir.path()
+                .join("data")
+                .join(format!("{module}.sqlite"))
+                .is_file()
+        );
+    }
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "graceful stop exits 0, got {status}");
+    reader.join().unwrap();
+    let rest: Vec<String> = lines.try_iter().collect();
+    assert!(
+        rest.iter().any(|l| l.contains("SIGTERM received")),
+        "{rest:?}"
+    );
+}
+
+/// A bare HTTP/1.1 GET, so the test does not depend on a client crate's defaults.
+fn http_get(base: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let host = base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+#[test]
+fn arch_check_passes_on_the_tree() {
+    let output = Command::new(BIN)
+        .args(["arch", "check", "--workspace"])
+        .arg(workspace_root())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn arch_check_exits_1_naming_the_rule_when_orders_depends_on_inventory() {
+    let copy = tempfile::tempdir().unwrap();
+    copy_tree(workspace_root(), copy.path());
+    let manifest = copy.path().join("modules/orders/Cargo.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let text = text.replace(
+        "[dependencies]\n",
+        "[dependencies]\ninventory.workspace = true\n",
+    );
+    std::fs::write(&manifest, text).unwrap();
+
+    let output = Command::new(BIN)
+        .args(["arch", "check", "--workspace"])
+        .arg(copy.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("rule 1"), "{stderr}");
+    assert!(
+        stderr.contains("orders") && stderr.contains("inventory"),
+        "{stderr}"
+    );
+}
+
+/// Copies the sources of the workspace (not `target/`, `.git/` or data).
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        if [".git", "target", "data"].iter().any(|skip| name == *skip) {
+            continue;
+        }
+        let path = entry.path();
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&path, &to.join(&name));
+        } else {
+            std::fs::copy(&path, to.join(&name)).unwrap();
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! `/openapi.json` documents every endpoint, and the unknown is a problem too.
+
+use axum::http::Method;
+
+use crate::support::{Kind, TestApp};
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_endpoint() {
+    let app = TestApp::spawn(Kind::Sqlite, "openapi").await.unwrap();
+    let answer = app.get("/openapi.json").await;
+    let doc = answer.ok(200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, method) in [
+        ("/customers", "post"),
+        ("/customers", "get"),
+        ("/customers/{id}", "get"),
+        ("/customers/{id}", "patch"),
+        ("/products", "post"),
+        ("/products", "get"),
+        ("/products/{id}", "get"),
+        ("/products/{id}", "patch"),
+        ("/products/{id}/stock/{warehouse}", "put"),
+        ("/products/{id}/availability", "get"),
+        ("/health", "get"),
+        ("/ready", "get"),
+    ] {
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} is missing"
+        );
+    }
+    insta::assert_json_snapshot!("openapi", doc);
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_are_problems() {
+    let app = TestApp::spawn(Kind::Sqlite, "routes").await.unwrap();
+    app.get("/nowhere").await.problem(404);
+    app.raw(Method::DELETE, "/customers", None, "")
+        .await
+        .problem(405);
+    let health = app.get("/health").await;
+    assert_eq!(health.ok(200), &serde_json::json!({"status": "ok"}));
+    assert!(health.headers.contains_key("x-request-id"));
+}

@@ -1,0 +1,258 @@
+//! `TestApp`: the real router over real module databases, called without a socket.
+
+use app::config::{ModuleSet, ServeArgs, StorageArgs};
+use app::modules::Modules;
+use app::startup::Application;
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::BodyExt as _;
+use serde_json::Value;
+use shared_kernel::storage::testing::{TestDatabase, postgres_url};
+use shared_kernel::storage::{Backend, ModuleDb};
+use tempfile::TempDir;
+use tower::ServiceExt as _;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs each test body once per backend: `<name>::sqlite` and `<name>::postgres`.
+macro_rules! both_backends {
+    ($(async fn $name:ident($app:ident) $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    let $app = $crate::support::TestApp::spawn($crate::support::Kind::Sqlite, stringify!($name)).await.unwrap();
+                    $body
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    if let Some($app) = $crate::support::TestApp::spawn($crate::support::Kind::Postgres, stringify!($name)).await {
+                        $body
+                    }
+                }
+            }
+        )*
+    };
+}
+
+/// One answer, with its body parsed as JSON when it is JSON.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl Answer {
+    pub fn content_type(&self) -> &str {
+        self.headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// Asserts a problem+json answer with this status and returns the problem body.
+    #[track_caller]
+    pub fn problem(&self, status: u16) -> &Value {
+        assert_eq!(self.status.as_u16(), status, "body: {}", self.body);
+        assert_eq!(
+            self.content_type(),
+            "application/problem+json",
+            "body: {}",
+            self.body
+        );
+        assert_eq!(self.body["status"], status);
+        assert!(self.body["type"].is_string() && self.body["title"].is_string());
+        assert!(self.body["detail"].is_string());
+        &self.body
+    }
+
+    #[track_caller]
+    pub fn ok(&self, status: u16) -> &Value {
+        assert_eq!(self.status.as_u16(), status, "body: {}", self.body);
+        &self.body
+    }
+
+    /// Field names of a validation problem.
+    pub fn fields(&self) -> Vec<String> {
+        self.body["errors"]
+            .as_array()
+            .map(|errors| {
+                errors
+                    .iter()
+                    .map(|e| e["field"].as_str().unwrap_or_default().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Debug)]
+pub struct TestApp {
+    pub kind: Kind,
+    router: Router,
+    pub modules: Modules,
+    /// SQLite files or the Postgres database; dropped with the app.
+    _data_dir: TempDir,
+    pub database: Option<TestDatabase>,
+}
+
+impl TestApp {
+    pub fn settings(
+        kind: Kind,
+        data_dir: &std::path::Path,
+        database: Option<&TestDatabase>,
+    ) -> ServeArgs {
+        ServeArgs {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            storage: StorageArgs {
+                data_dir: data_dir.to_owned(),
+                database_url: match kind {
+                    Kind::Sqlite => None,
+                    Kind::Postgres => database.map(|db| db.url().to_owned()),
+                },
+                module_database_urls: Vec::new(),
+                db_role_password: None,
+            },
+            modules: ModuleSet::all(),
+        }
+    }
+
+    /// A service on fresh databases, or `None` when Postgres tests are not configured.
+    pub async fn spawn(kind: Kind, test: &str) -> Option<Self> {
+        init_tracing();
+        let data_dir = tempfile::tempdir().unwrap();
+        let database = match kind {
+            Kind::Sqlite => None,
+            Kind::Postgres => Some(TestDatabase::create(&postgres_url(test)?).await),
+        };
+        let settings = Self::settings(kind, data_dir.path(), database.as_ref());
+        Some(Self::build(kind, settings, data_dir, database).await)
+    }
+
+    pub async fn build(
+        kind: Kind,
+        settings: ServeArgs,
+        data_dir: TempDir,
+        database: Option<TestDatabase>,
+    ) -> Self {
+        let application = Application::build(&settings).await.unwrap();
+        Self {
+            kind,
+            router: application.router(),
+            modules: application.modules().clone(),
+            _data_dir: data_dir,
+            database,
+        }
+    }
+
+    pub fn db(&self, module: &str) -> &ModuleDb {
+        self.modules
+            .databases
+            .iter()
+            .find(|db| db.module() == module)
+            .unwrap()
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.kind {
+            Kind::Sqlite => Backend::Sqlite {
+                data_dir: self._data_dir.path().to_owned(),
+            },
+            Kind::Postgres => Backend::Postgres {
+                admin_url: self.database.as_ref().unwrap().url().to_owned(),
+            },
+        }
+    }
+
+    pub async fn send(&self, request: Request<Body>) -> Answer {
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// A request with a raw body and content type.
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: impl Into<Body>,
+    ) -> Answer {
+        let mut request = Request::builder().method(method).uri(path);
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        self.send(request.body(body.into()).unwrap()).await
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        self.raw(Method::GET, path, None, Body::empty()).await
+    }
+
+    pub async fn json(&self, method: Method, path: &str, body: Value) -> Answer {
+        self.raw(method, path, Some("application/json"), body.to_string())
+            .await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Answer {
+        self.json(Method::POST, path, body).await
+    }
+
+    pub async fn post_with_key(&self, path: &str, key: &str, body: Value) -> Answer {
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header("content-type", "application/json")
+            .header("idempotency-key", key)
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        self.send(request).await
+    }
+
+    /// Every item of a list endpoint, following cursors.
+    pub async fn list_all(&self, path: &str) -> Vec<Value> {
+        let mut items = Vec::new();
+        let mut url = format!("{path}?limit=500");
+        loop {
+            let answer = self.get(&url).await;
+            let page = answer.ok(200);
+            items.extend(page["items"].as_array().unwrap().iter().cloned());
+            match page["next"].as_str() {
+                Some(next) => url = format!("{path}?limit=500&after={next}"),
+                None => return items,
+            }
+        }
+    }
+}
+
+/// Logs of the code under test, shown for failing tests; `BOUNDED_LOG` filters them.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BOUNDED_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}

@@ -1,0 +1,189 @@
+//! Public contract of the inventory module (catalog + stock): the [`InventoryApi`] trait, its
+//! DTOs (also the HTTP wire format) and its error enum.
+//!
+//! **Architecture Invariant:** this crate depends only on `shared-kernel` and an allow-list of
+//! third-party crates.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use shared_kernel::http::{FieldError, Page, PageRequest};
+use shared_kernel::storage::idempotency::{IdempotencyKey, IdempotencyKeyReused};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+shared_kernel::define_id!(
+    /// Identifies a product of the catalog.
+    ProductId
+);
+
+/// Largest accepted `price_cents` (10^12).
+pub const MAX_PRICE_CENTS: i64 = 1_000_000_000_000;
+/// Largest accepted `on_hand` per warehouse (10^9).
+pub const MAX_ON_HAND: i64 = 1_000_000_000;
+
+/// A catalog entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Product {
+    pub id: ProductId,
+    /// 1..=64 characters of `[A-Za-z0-9._-]`, unique, never changes.
+    pub sku: String,
+    pub name: String,
+    pub price_cents: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+/// Body of `POST /products`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewProduct {
+    pub sku: String,
+    pub name: String,
+    pub price_cents: i64,
+}
+
+/// Body of `PATCH /products/{id}`: absent (or `null`) fields stay as they are. The SKU is
+/// immutable, so it is an unknown field here.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProductPatch {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub price_cents: Option<i64>,
+}
+
+/// Body of `PUT /products/{id}/stock/{warehouse}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetStock {
+    pub on_hand: i64,
+}
+
+/// Stock of one product in one warehouse.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct StockLevel {
+    pub product_id: ProductId,
+    pub warehouse: String,
+    pub on_hand: i64,
+    /// Held for orders that are not settled yet.
+    pub reserved: i64,
+    /// `on_hand - reserved`, never negative.
+    pub available: i64,
+}
+
+/// Stock of one product over all warehouses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Availability {
+    pub product_id: ProductId,
+    pub on_hand: i64,
+    pub reserved: i64,
+    pub available: i64,
+    /// Per warehouse, by warehouse name.
+    pub warehouses: Vec<StockLevel>,
+}
+
+/// Everything an inventory operation can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryError {
+    /// One or more fields are invalid; nothing was changed.
+    #[error("invalid inventory data")]
+    Invalid(Vec<FieldError>),
+    #[error("no product with id {0}")]
+    ProductNotFound(ProductId),
+    #[error("a product with sku {0:?} already exists")]
+    SkuTaken(String),
+    /// `on_hand` would drop below what is reserved in that warehouse.
+    #[error(
+        "on_hand {requested} is below the {reserved} units reserved in warehouse {warehouse:?}"
+    )]
+    BelowReserved {
+        warehouse: String,
+        requested: i64,
+        reserved: i64,
+    },
+    #[error(transparent)]
+    IdempotencyKeyReused(#[from] IdempotencyKeyReused),
+    /// The inventory database cannot be reached right now.
+    #[error("the inventory module is unavailable")]
+    Unavailable,
+    #[error("unexpected inventory failure")]
+    Unexpected(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// The inventory module, as every other part of the system sees it.
+#[async_trait]
+pub trait InventoryApi: Send + Sync + 'static {
+    /// Adds a product to the catalog.
+    ///
+    /// # Errors
+    /// - [`InventoryError::Invalid`] when the sku is not 1..=64 characters of
+    ///   `[A-Za-z0-9._-]`, the name is empty or longer than 200 characters after trimming, or
+    ///   `price_cents` is outside `0..=10^12`.
+    /// - [`InventoryError::SkuTaken`] when the sku exists.
+    /// - [`InventoryError::IdempotencyKeyReused`] when `key` was used with another request.
+    /// - [`InventoryError::Unavailable`] when the module's database is down.
+    async fn create_product(
+        &self,
+        input: NewProduct,
+        key: Option<IdempotencyKey>,
+    ) -> Result<Product, InventoryError>;
+
+    /// Reads one product.
+    ///
+    /// # Errors
+    /// - [`InventoryError::ProductNotFound`]; [`InventoryError::Unavailable`].
+    async fn get_product(&self, id: ProductId) -> Result<Product, InventoryError>;
+
+    /// Changes a product's name and/or price.
+    ///
+    /// # Errors
+    /// - [`InventoryError::ProductNotFound`], [`InventoryError::Invalid`] (as for
+    ///   [`InventoryApi::create_product`]), [`InventoryError::Unavailable`].
+    async fn update_product(
+        &self,
+        id: ProductId,
+        patch: ProductPatch,
+    ) -> Result<Product, InventoryError>;
+
+    /// Lists products in creation order, one page at a time.
+    ///
+    /// # Errors
+    /// - [`InventoryError::Unavailable`].
+    async fn list_products(&self, page: PageRequest) -> Result<Page<Product>, InventoryError>;
+
+    /// Sets the units on hand of a product in a warehouse (creating the stock level).
+    ///
+    /// # Errors
+    /// - [`InventoryError::Invalid`] when the warehouse is not 1..=64 characters of
+    ///   `[A-Za-z0-9._-]` or `on_hand` is outside `0..=10^9`.
+    /// - [`InventoryError::ProductNotFound`] when the product does not exist.
+    /// - [`InventoryError::BelowReserved`] when `on_hand` is below the warehouse's reserved units.
+    /// - [`InventoryError::Unavailable`].
+    async fn set_stock(
+        &self,
+        product: ProductId,
+        warehouse: String,
+        stock: SetStock,
+    ) -> Result<StockLevel, InventoryError>;
+
+    /// Stock of a product, in total and per warehouse.
+    ///
+    /// # Errors
+    /// - [`InventoryError::ProductNotFound`]; [`InventoryError::Unavailable`].
+    async fn availability(&self, product: ProductId) -> Result<Availability, InventoryError>;
+}
+
+impl From<shared_kernel::storage::StorageError> for InventoryError {
+    /// Storage failures stop at the module boundary: callers learn only "unavailable" or
+    /// "unexpected", never a table or a constraint.
+    fn from(error: shared_kernel::storage::StorageError) -> Self {
+        if error.is_unavailable() {
+            InventoryError::Unavailable
+        } else {
+            InventoryError::Unexpected(Box::new(error))
+        }
+    }
+}

@@ -1,0 +1,311 @@
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
+use tokio::sync::watch;
+
+use super::{Backend, Migrations, StorageConfig, StorageError, postgres, sqlite};
+
+/// Name of the table that tracks the kernel's own migrations (idempotency keys, later the
+/// outbox and inbox) inside every module's database, apart from the module's `_sqlx_migrations`.
+const KERNEL_MIGRATIONS_TABLE: &str = "_kernel_migrations";
+
+/// An open module database: the native pools of one backend.
+#[derive(Debug, Clone)]
+pub enum Db {
+    Sqlite {
+        /// The single writer connection; writers queue on it instead of contending for the lock.
+        writer: SqlitePool,
+        /// `query_only` connections for reads, concurrent with the writer thanks to WAL.
+        reader: SqlitePool,
+    },
+    Postgres(PgPool),
+}
+
+/// A pool to read from, borrowed from a [`Db`]; see [`with_reader!`](crate::with_reader).
+#[derive(Debug, Clone, Copy)]
+pub enum Reader<'a> {
+    Sqlite(&'a SqlitePool),
+    Postgres(&'a PgPool),
+}
+
+/// A write transaction on a module database; see [`with_tx!`](crate::with_tx).
+#[derive(Debug)]
+pub enum Tx {
+    Sqlite(Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        match self {
+            Tx::Sqlite(tx) => tx.commit().await,
+            Tx::Postgres(tx) => tx.commit().await,
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Tx::Postgres(_))
+    }
+}
+
+/// Runs one body against the reader pool of either backend. `$conn` is `&SqlitePool` or
+/// `&PgPool`; the body is compiled once per backend, so every bind is type-checked for both.
+#[macro_export]
+macro_rules! with_reader {
+    ($reader:expr, |$conn:ident| $body:expr) => {
+        match $reader {
+            $crate::storage::Reader::Sqlite($conn) => $body,
+            $crate::storage::Reader::Postgres($conn) => $body,
+        }
+    };
+}
+
+/// Runs one body inside a [`Tx`](crate::storage::Tx) of either backend, given a `&mut Tx`.
+/// `$conn` is a
+/// `&mut SqliteConnection` or `&mut PgConnection`; reborrow it (`&mut *conn`) to run several
+/// statements.
+#[macro_export]
+macro_rules! with_tx {
+    ($tx:expr, |$conn:ident| $body:expr) => {
+        match &mut *$tx {
+            $crate::storage::Tx::Sqlite(tx) => {
+                let $conn = &mut **tx;
+                $body
+            }
+            $crate::storage::Tx::Postgres(tx) => {
+                let $conn = &mut **tx;
+                $body
+            }
+        }
+    };
+}
+
+impl Db {
+    /// Opens (and on Postgres bootstraps) the module's database and brings its schema up to
+    /// date: first the kernel's tables, then the module's own migrations.
+    pub async fn open(
+        module: &'static str,
+        migrations: &Migrations,
+        config: &StorageConfig,
+    ) -> Result<Db, sqlx::Error> {
+        let db = match config.backend_for(module) {
+            Backend::Sqlite { data_dir } => {
+                let (writer, reader) = sqlite::open(module, data_dir, config).await?;
+                Db::Sqlite { writer, reader }
+            }
+            Backend::Postgres { admin_url } => {
+                Db::Postgres(postgres::open(module, admin_url, config).await?)
+            }
+        };
+        db.migrate(migrations).await?;
+        Ok(db)
+    }
+
+    async fn migrate(&self, migrations: &Migrations) -> Result<(), sqlx::Error> {
+        match self {
+            Db::Sqlite { writer, .. } => {
+                let mut kernel = sqlx::migrate!("migrations/sqlite");
+                kernel.dangerous_set_table_name(KERNEL_MIGRATIONS_TABLE);
+                kernel.run(writer).await?;
+                migrations.sqlite.run(writer).await?;
+            }
+            Db::Postgres(pool) => {
+                let mut kernel = sqlx::migrate!("migrations/postgres");
+                kernel.dangerous_set_table_name(KERNEL_MIGRATIONS_TABLE);
+                kernel.run(pool).await?;
+                migrations.postgres.run(pool).await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn reader(&self) -> Reader<'_> {
+        match self {
+            Db::Sqlite { reader, .. } => Reader::Sqlite(reader),
+            Db::Postgres(pool) => Reader::Postgres(pool),
+        }
+    }
+
+    pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+        Ok(match self {
+            Db::Sqlite { writer, .. } => Tx::Sqlite(writer.begin().await?),
+            Db::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+        })
+    }
+
+    /// A cheap round trip that fails when the database cannot serve reads.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        crate::with_reader!(self.reader(), |pool| {
+            sqlx::query("SELECT 1").execute(pool).await.map(drop)
+        })
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Db::Sqlite { writer, reader } => {
+                reader.close().await;
+                writer.close().await;
+            }
+            Db::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+/// A module's handle to its own database.
+///
+/// If the database cannot be opened at startup, the handle still exists: every use answers
+/// [`StorageError::Unavailable`] while a background task keeps retrying, so one module's
+/// broken database never stops the others from serving.
+#[derive(Debug, Clone)]
+pub struct ModuleDb {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    module: &'static str,
+    db: OnceLock<Db>,
+    /// Flips to `true` once `db` is set, for whoever waits on [`ModuleDb::opened`].
+    opened: watch::Sender<bool>,
+}
+
+impl Inner {
+    fn new(module: &'static str) -> Self {
+        Self {
+            module,
+            db: OnceLock::new(),
+            opened: watch::Sender::new(false),
+        }
+    }
+
+    fn set(&self, db: Db) {
+        let _ = self.db.set(db);
+        self.opened.send_replace(true);
+    }
+}
+
+impl ModuleDb {
+    /// Opens the database now, failing if it cannot be opened (used by `bounded migrate`).
+    pub async fn open(
+        module: &'static str,
+        migrations: &Migrations,
+        config: &StorageConfig,
+    ) -> Result<Self, StorageError> {
+        let db = Db::open(module, migrations, config)
+            .await
+            .map_err(|source| StorageError::Unavailable {
+                module,
+                source: Some(source),
+            })?;
+        Ok(Self::from_db(module, db))
+    }
+
+    /// Wraps an already opened database.
+    pub fn from_db(module: &'static str, db: Db) -> Self {
+        let inner = Inner::new(module);
+        inner.set(db);
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// Opens the database, or — when that fails — returns a handle that reports the module
+    /// unavailable and keeps retrying in the background with capped exponential backoff.
+    pub async fn connect(
+        module: &'static str,
+        migrations: &'static Migrations,
+        config: StorageConfig,
+    ) -> Self {
+        let handle = Self {
+            inner: Arc::new(Inner::new(module)),
+        };
+        match Db::open(module, migrations, &config).await {
+            Ok(db) => {
+                handle.inner.set(db);
+            }
+            Err(error) => {
+                tracing::error!(module, error = %error, "Module database unavailable at startup; retrying in the background.");
+                let inner = Arc::clone(&handle.inner);
+                tokio::spawn(async move {
+                    let mut delay = Duration::from_millis(100);
+                    loop {
+                        tokio::time::sleep(delay).await;
+                        match Db::open(module, migrations, &config).await {
+                            Ok(db) => {
+                                tracing::info!(module, "Module database is available again.");
+                                inner.set(db);
+                                return;
+                            }
+                            Err(error) => {
+                                tracing::warn!(module, error = %error, retry_in_ms = delay.as_millis() as u64, "Module database still unavailable.");
+                                delay = (delay * 2).min(Duration::from_secs(5));
+                            }
+                        }
+                    }
+                });
+            }
+        }
+        handle
+    }
+
+    /// Resolves once the database is open (at once if it already is).
+    pub async fn opened(&self) {
+        let mut opened = self.inner.opened.subscribe();
+        // The sender lives in `inner`, which `self` keeps alive: the wait cannot fail.
+        let _ = opened.wait_for(|open| *open).await;
+    }
+
+    pub fn module(&self) -> &'static str {
+        self.inner.module
+    }
+
+    /// The open database, or `Unavailable` while it could not be opened yet.
+    pub fn db(&self) -> Result<&Db, StorageError> {
+        self.inner.db.get().ok_or(StorageError::Unavailable {
+            module: self.inner.module,
+            source: None,
+        })
+    }
+
+    pub fn reader(&self) -> Result<Reader<'_>, StorageError> {
+        Ok(self.db()?.reader())
+    }
+
+    pub async fn begin(&self) -> Result<Tx, StorageError> {
+        self.db()?.begin().await.map_err(|e| self.classify(e))
+    }
+
+    /// Turns a connection-level failure into `Unavailable` naming this module.
+    pub fn classify(&self, error: sqlx::Error) -> StorageError {
+        if super::is_connection_error(&error) {
+            StorageError::Unavailable {
+                module: self.inner.module,
+                source: Some(error),
+            }
+        } else {
+            StorageError::Unexpected(error)
+        }
+    }
+
+    /// Fails when the module cannot currently serve reads; used by `/ready`.
+    pub async fn ping(&self, timeout: Duration) -> Result<(), StorageError> {
+        let db = self.db()?;
+        match tokio::time::timeout(timeout, db.ping()).await {
+            Ok(result) => result.map_err(|e| StorageError::Unavailable {
+                module: self.inner.module,
+                source: Some(e),
+            }),
+            Err(_) => Err(StorageError::Unavailable {
+                module: self.inner.module,
+                source: None,
+            }),
+        }
+    }
+
+    pub async fn close(&self) {
+        if let Some(db) = self.inner.db.get() {
+            db.close().await;
+        }
+    }
+}

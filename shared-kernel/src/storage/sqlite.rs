@@ -1,0 +1,44 @@
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::SqlitePool;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+use super::StorageConfig;
+
+/// Opens `<data_dir>/<module>.sqlite`: one writer connection and a pool of read-only readers.
+///
+/// `synchronous = FULL` makes every commit durable before it is acknowledged; WAL keeps readers
+/// from blocking the writer. Readers are `query_only`, so a write through them is an error
+/// rather than a second writer competing for the lock.
+pub(super) async fn open(
+    module: &str,
+    data_dir: &Path,
+    config: &StorageConfig,
+) -> Result<(SqlitePool, SqlitePool), sqlx::Error> {
+    std::fs::create_dir_all(data_dir)?;
+    let path = data_dir.join(format!("{module}.sqlite"));
+    let options = SqliteConnectOptions::new()
+        .filename(&path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(5));
+
+    let writer = SqlitePoolOptions::new()
+        .max_connections(1)
+        .min_connections(1)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .acquire_timeout(config.acquire_timeout)
+        .connect_with(options.clone())
+        .await?;
+
+    let reader = SqlitePoolOptions::new()
+        .max_connections(config.max_connections.max(1))
+        .acquire_timeout(config.acquire_timeout)
+        .connect_with(options.pragma("query_only", "ON"))
+        .await?;
+    Ok((writer, reader))
+}

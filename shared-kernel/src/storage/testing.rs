@@ -1,0 +1,127 @@
+//! Test support: a throwaway Postgres database per test, dropped when the test ends.
+//!
+//! Postgres tests run when `BOUNDED_TEST_DATABASE_URL` names an administrative connection
+//! (`postgres://postgres@127.0.0.1:5432/test`). Without it they announce that they are skipped —
+//! unless `BOUNDED_REQUIRE_POSTGRES=1`, which CI sets so that a skip cannot pass silently.
+
+use std::str::FromStr;
+
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{AssertSqlSafe, Connection, PgConnection};
+
+/// The admin URL for Postgres tests, or `None` (after saying so) when they are not configured.
+///
+/// # Panics
+/// When `BOUNDED_REQUIRE_POSTGRES=1` and no URL is configured.
+pub fn postgres_url(test: &str) -> Option<String> {
+    match std::env::var("BOUNDED_TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var("BOUNDED_REQUIRE_POSTGRES").as_deref() != Ok("1"),
+                "BOUNDED_REQUIRE_POSTGRES=1 but BOUNDED_TEST_DATABASE_URL is not set"
+            );
+            eprintln!("skipped {test} on Postgres: BOUNDED_TEST_DATABASE_URL is not set");
+            None
+        }
+    }
+}
+
+/// A fresh database on the test server; dropped (with its connections) on `Drop`.
+#[derive(Debug)]
+pub struct TestDatabase {
+    admin: PgConnectOptions,
+    name: String,
+    url: String,
+}
+
+impl TestDatabase {
+    pub async fn create(admin_url: &str) -> Self {
+        let admin = PgConnectOptions::from_str(admin_url)
+            .expect("BOUNDED_TEST_DATABASE_URL is a valid URL");
+        let name = format!("bounded_t_{}", uuid::Uuid::now_v7().simple());
+        let mut conn = PgConnection::connect_with(&admin)
+            .await
+            .expect("connect to the Postgres test server");
+        sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .expect("create a test database");
+        conn.close().await.ok();
+        let url = replace_database(admin_url, &name);
+        Self { admin, name, url }
+    }
+
+    /// Admin URL of the fresh database.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let admin = self.admin.clone();
+        let name = self.name.clone();
+        // Drop runs outside async context rules: use a private runtime on its own thread.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime for dropping the test database");
+            runtime.block_on(async move {
+                let mut conn = PgConnection::connect_with(&admin).await?;
+                sqlx::raw_sql(AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&mut conn)
+                .await?;
+                conn.close().await
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop test database {}", self.name);
+        }
+    }
+}
+
+/// `admin_url` with its database path replaced by `database`.
+fn replace_database(admin_url: &str, database: &str) -> String {
+    let (base, query) = match admin_url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (admin_url, None),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let host_end = base[scheme_end..]
+        .find('/')
+        .map_or(base.len(), |i| scheme_end + i);
+    let mut url = format!("{}/{database}", &base[..host_end]);
+    if let Some(query) = query {
+        url.push('?');
+        url.push_str(query);
+    }
+    url
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_database_of_a_url_is_replaced() {
+        assert_eq!(
+            super::replace_database("postgres://postgres@127.0.0.1:5432/test", "x"),
+            "postgres://postgres@127.0.0.1:5432/x"
+        );
+        assert_eq!(
+            super::replace_database("postgres://u@h/test?sslmode=disable", "x"),
+            "postgres://u@h/x?sslmode=disable"
+        );
+        assert_eq!(
+            super::replace_database("postgres://h", "x"),
+            "postgres://h/x"
+        );
+    }
+}
