@@ -8,6 +8,7 @@
 //! | `--module-database-url m=URL` | `BOUNDED_MODULE_DATABASE_URL` (comma-separated) | none |
 //! | `--db-role-password` | `BOUNDED_DB_ROLE_PASSWORD` | none: server's auth rules |
 //! | `--modules` | `BOUNDED_MODULES` | `all` |
+//! | `--default-credit-limit-cents` | `BOUNDED_DEFAULT_CREDIT_LIMIT_CENTS` | `1000000` |
 //! | `--log-format` | `BOUNDED_LOG_FORMAT` | `text`; `json` for machines |
 //! | log filter | `BOUNDED_LOG` (or `RUST_LOG`) | `info` |
 
@@ -93,6 +94,9 @@ pub struct ServeArgs {
     /// Modules this process runs: `all` or a comma-separated list.
     #[arg(long, env = "BOUNDED_MODULES", default_value = "all", value_parser = parse_modules)]
     pub modules: ModuleSet,
+    /// Credit limit of a payment account opened on first sight of a customer (0..=10^15).
+    #[arg(long, env = "BOUNDED_DEFAULT_CREDIT_LIMIT_CENTS", default_value_t = 1_000_000, value_parser = clap::value_parser!(i64).range(0..=1_000_000_000_000_000))]
+    pub default_credit_limit_cents: i64,
 }
 
 /// The modules a process runs.

@@ -50,7 +50,10 @@ pub fn router(modules: &Modules) -> Router {
         .routes(routes!(health))
         .routes(routes!(ready))
         .with_state(modules.clone());
-    let (router, openapi) = api.merge(ops).split_for_parts();
+    let (router, openapi) = api
+        .merge(ops)
+        .merge(crate::ops::router(modules.bus.clone()))
+        .split_for_parts();
     let openapi_json = serde_json::to_string_pretty(&openapi).unwrap_or_default();
 
     let request_id = HeaderName::from_static("x-request-id");

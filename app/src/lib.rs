@@ -8,4 +8,5 @@ pub mod arch;
 pub mod config;
 pub mod http;
 pub mod modules;
+pub mod ops;
 pub mod startup;

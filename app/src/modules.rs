@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use customers_api::CustomersApi;
 use futures::future::join_all;
 use inventory_api::InventoryApi;
+use shared_kernel::messaging::{Bus, DeliveryConfig};
 use shared_kernel::storage::{Migrations, ModuleDb, StorageConfig};
 
 use crate::config::ModuleSet;
@@ -27,6 +28,8 @@ pub struct Modules {
     pub databases: Vec<ModuleDb>,
     pub customers: Option<Arc<dyn CustomersApi>>,
     pub inventory: Option<Arc<dyn InventoryApi>>,
+    /// Every subscription of the local modules, over their outboxes.
+    pub bus: Bus,
 }
 
 impl std::fmt::Debug for Modules {
@@ -40,14 +43,29 @@ impl std::fmt::Debug for Modules {
 impl Modules {
     /// Opens the databases of the selected modules concurrently. A database that cannot be
     /// opened does not stop the others: its module reports unavailable until it can.
-    pub async fn start(selected: &ModuleSet, storage: &StorageConfig) -> Self {
+    pub async fn start(
+        selected: &ModuleSet,
+        storage: &StorageConfig,
+        default_credit_limit_cents: i64,
+    ) -> Self {
         let opening = REGISTRY
             .iter()
             .filter(|(name, _)| selected.contains(name))
             .map(|(name, migrations)| ModuleDb::connect(name, migrations, storage.clone()));
         let databases = join_all(opening).await;
         let db = |name: &str| databases.iter().find(|db| db.module() == name).cloned();
+        let mut bus = Bus::new(DeliveryConfig::default());
+        for database in &databases {
+            bus.add_module(database.clone());
+        }
+        let subscriptions = orders::subscriptions()
+            .into_iter()
+            .chain(payments::subscriptions(default_credit_limit_cents));
+        for subscription in subscriptions {
+            bus.subscribe(subscription);
+        }
         Self {
+            bus,
             customers: db(customers::NAME)
                 .map(|db| Arc::new(customers::Customers::new(db)) as Arc<dyn CustomersApi>),
             inventory: db(inventory::NAME)

@@ -9,6 +9,8 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::config::ServeArgs;
+use shared_kernel::messaging::Workers;
+
 use crate::modules::Modules;
 
 /// A bound, wired service that has not started serving yet.
@@ -17,13 +19,21 @@ pub struct Application {
     listener: TcpListener,
     modules: Modules,
     router: Router,
+    /// The subscription workers, stopped after the last request.
+    workers: Workers,
 }
 
 impl Application {
     /// Opens the module databases, binds the listener and builds the router.
     pub async fn build(settings: &ServeArgs) -> anyhow::Result<Self> {
         let storage = settings.storage.storage_config();
-        let modules = Modules::start(&settings.modules, &storage).await;
+        let mut modules = Modules::start(
+            &settings.modules,
+            &storage,
+            settings.default_credit_limit_cents,
+        )
+        .await;
+        let workers = modules.bus.start();
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("binding {}", settings.listen))?;
@@ -32,6 +42,7 @@ impl Application {
             listener,
             modules,
             router,
+            workers,
         })
     }
 
@@ -54,6 +65,12 @@ impl Application {
         self.router.clone()
     }
 
+    /// Takes the pieces apart, for tests that drive the service without a socket and stop the
+    /// subscription workers themselves.
+    pub fn into_parts(self) -> (Router, Modules, Workers) {
+        (self.router, self.modules, self.workers)
+    }
+
     /// Serves until `shutdown` resolves, then lets in-flight requests finish and closes the
     /// databases.
     pub async fn run_until_stopped(
@@ -65,6 +82,7 @@ impl Application {
             .with_graceful_shutdown(shutdown)
             .await
             .context("serving HTTP")?;
+        self.workers.stop().await;
         self.modules.close().await;
         tracing::info!("Bounded stopped.");
         Ok(())

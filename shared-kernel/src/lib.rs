@@ -3,6 +3,7 @@
 //! - [`ids`]: typed UUID v7 identifiers (`define_id!`).
 //! - [`clock`]: the one way to read the time, at the precision both databases store.
 //! - [`http`]: RFC 9457 problems, the JSON extractor, path ids, cursor pagination.
+//! - [`messaging`]: integration events, the transactional outbox, durable subscriptions.
 //! - [`storage`]: per-module databases (SQLite file or Postgres schema + role), migrations,
 //!   the dual-backend query macros and idempotency keys.
 //! - [`validate`]: field validators that report [`http::FieldError`]s.
@@ -12,6 +13,7 @@
 pub mod clock;
 pub mod http;
 pub mod ids;
+pub mod messaging;
 pub mod storage;
 pub mod validate;
 

@@ -153,27 +153,44 @@ impl ModuleGraph {
             .filter_map(|c| c.kind.module().map(str::to_owned))
             .collect();
         let mut call_edges = BTreeSet::new();
+        let mut event_edges = BTreeSet::new();
         for krate in &ws.crates {
             let Some(from) = krate.kind.module() else {
                 continue;
             };
+            let sources = rust_sources(&krate.dir.join("src"));
             // Dev-dependencies are test fixtures, not calls made by the running system.
             let runtime_deps = krate
                 .deps
                 .iter()
                 .filter(|d| d.kind != DependencyKind::Development);
             for target in runtime_deps.filter_map(|d| d.workspace_crate.map(|i| &ws.crates[i])) {
-                if let Kind::Api(to) = &target.kind
-                    && to != from
-                {
+                let Kind::Api(to) = &target.kind else {
+                    continue;
+                };
+                if to == from {
+                    continue;
+                }
+                // Depending on `x-api` is a call edge when the code names the trait `XApi`, an
+                // event edge (x → from: events flow towards the consumer) when it names
+                // `x_api::events`, and — if it names neither — a call edge, the conservative
+                // reading of a dependency.
+                let trait_name = format!("{}Api", capitalize(to));
+                let events_path = format!("{}_api::events", to.replace('-', "_"));
+                let calls = sources.contains(&trait_name);
+                let listens = sources.contains(&events_path);
+                if calls || !listens {
                     call_edges.insert((from.to_owned(), to.clone()));
+                }
+                if listens {
+                    event_edges.insert((to.clone(), from.to_owned()));
                 }
             }
         }
         Self {
             modules: modules.into_iter().collect(),
             call_edges: call_edges.into_iter().collect(),
-            event_edges: event_edges(ws),
+            event_edges: event_edges.into_iter().collect(),
         }
     }
 
@@ -193,11 +210,30 @@ impl ModuleGraph {
     }
 }
 
-/// Event edges, publisher to subscriber. Integration events do not exist yet; when they do,
-/// the subscriptions each module declares will be read here. They cannot be derived from the
-/// crate graph: a dependency on `<m>-api` says "uses the contract", not which way data flows.
-fn event_edges(_ws: &Workspace) -> Vec<(String, String)> {
-    Vec::new()
+fn capitalize(name: &str) -> String {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
+}
+
+/// All Rust source below `dir`, concatenated (empty when `dir` does not exist).
+fn rust_sources(dir: &Path) -> String {
+    let mut out = String::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.push_str(&rust_sources(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push_str(&std::fs::read_to_string(&path).unwrap_or_default());
+            out.push('\n');
+        }
+    }
+    out
 }
 
 /// The workspace crates as the rules see them.

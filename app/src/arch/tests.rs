@@ -119,7 +119,6 @@ fn the_real_workspace_is_clean() {
             "{module} missing"
         );
     }
-    assert!(report.graph.event_edges.is_empty());
 }
 
 #[test]
@@ -500,21 +499,29 @@ fn call_edges_come_from_dependencies_on_api_crates() {
         ws.path(),
         "modules/payments/Cargo.toml",
         "[package]\nname = \"payments\"\nversion = \"0.0.0\"\nedition = \"2024\"\n\n\
-         [dependencies]\npayments-api.workspace = true\ncustomers-api.workspace = true\n\
-         shared-kernel.workspace = true\n\n[dev-dependencies]\ninventory-api.workspace = true\n",
+         [dependencies]\npayments-api.workspace = true\ncustomers-api.workspace = true\ninventory-api.workspace = true\n\
+         shared-kernel.workspace = true\n\n[dev-dependencies]\norders-api.workspace = true\n",
     );
     let report = check(ws.path()).unwrap();
     assert!(report.is_clean(), "{}", messages(&report));
     let edges = &report.graph.call_edges;
     assert!(
-        edges.contains(&("payments".into(), "customers".into())),
+        edges.contains(&("payments".into(), "inventory".into())),
         "{edges:?}"
     );
     // A module's own api is not an edge; a test-only dependency is not a call.
     assert!(
         !edges
             .iter()
-            .any(|(a, b)| a == "payments" && (b == "payments" || b == "inventory"))
+            .any(|(a, b)| a == "payments" && (b == "payments" || b == "orders"))
+    );
+    // payments consumes customers' events: that is an event edge, not a call.
+    assert!(!edges.contains(&("payments".into(), "customers".into())));
+    assert!(
+        report
+            .graph
+            .event_edges
+            .contains(&("customers".into(), "payments".into()))
     );
 }
 
@@ -798,4 +805,34 @@ line "# still"##;
 fn sql_line_numbers_follow_the_source() {
     let facts = sql::analyze(&with_lines("SELECT *\n\n  FROM far_away", 10));
     assert_eq!(facts.refs[0].line, 12);
+}
+
+#[test]
+fn subscribing_to_events_is_an_event_edge_not_a_call_edge() {
+    let report = check(&real_root()).unwrap();
+    let edge = |a: &str, b: &str| (a.to_owned(), b.to_owned());
+    assert!(
+        report
+            .graph
+            .event_edges
+            .contains(&edge("customers", "orders"))
+    );
+    assert!(
+        report
+            .graph
+            .event_edges
+            .contains(&edge("customers", "payments"))
+    );
+    assert!(
+        !report
+            .graph
+            .call_edges
+            .contains(&edge("orders", "customers"))
+    );
+    assert!(
+        report
+            .graph
+            .mermaid()
+            .contains("customers -.->|events| orders")
+    );
 }

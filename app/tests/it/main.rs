@@ -12,5 +12,6 @@ mod cli;
 mod customers;
 mod inventory;
 mod isolation;
+mod messaging;
 mod openapi;
 mod readiness;

@@ -24,6 +24,9 @@ async fn the_openapi_document_lists_every_endpoint() {
         ("/products/{id}/availability", "get"),
         ("/health", "get"),
         ("/ready", "get"),
+        ("/ops/modules", "get"),
+        ("/ops/subscriptions", "get"),
+        ("/ops/subscriptions/{name}/rewind", "post"),
     ] {
         assert!(
             paths.get(path).and_then(|p| p.get(method)).is_some(),

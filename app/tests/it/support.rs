@@ -8,6 +8,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::BodyExt as _;
 use serde_json::Value;
+use shared_kernel::messaging::Workers;
 use shared_kernel::storage::testing::{TestDatabase, postgres_url};
 use shared_kernel::storage::{Backend, ModuleDb};
 use tempfile::TempDir;
@@ -101,6 +102,8 @@ pub struct TestApp {
     pub kind: Kind,
     router: Router,
     pub modules: Modules,
+    /// The running subscription workers; `None` while delivery is stopped.
+    pub workers: Option<Workers>,
     /// SQLite files or the Postgres database; dropped with the app.
     _data_dir: TempDir,
     pub database: Option<TestDatabase>,
@@ -124,6 +127,7 @@ impl TestApp {
                 db_role_password: None,
             },
             modules: ModuleSet::all(),
+            default_credit_limit_cents: 1_000_000,
         }
     }
 
@@ -146,13 +150,42 @@ impl TestApp {
         database: Option<TestDatabase>,
     ) -> Self {
         let application = Application::build(&settings).await.unwrap();
+        let (router, modules, workers) = application.into_parts();
         Self {
             kind,
-            router: application.router(),
-            modules: application.modules().clone(),
+            router,
+            modules,
+            workers: Some(workers),
             _data_dir: data_dir,
             database,
         }
+    }
+
+    /// Stops event delivery, as a process stopped between commit and publish would.
+    pub async fn stop_delivery(&mut self) {
+        if let Some(workers) = self.workers.take() {
+            workers.stop().await;
+        }
+    }
+
+    pub fn start_delivery(&mut self) {
+        if self.workers.is_none() {
+            self.workers = Some(self.modules.bus.start());
+        }
+    }
+
+    /// Waits until every subscription has applied everything committed so far.
+    pub async fn settled(&self) {
+        let settled = self
+            .modules
+            .bus
+            .settled(std::time::Duration::from_secs(30))
+            .await;
+        assert!(
+            settled,
+            "subscriptions did not catch up within 30 s: {:?}",
+            self.modules.bus.status().await
+        );
     }
 
     pub fn db(&self, module: &str) -> &ModuleDb {

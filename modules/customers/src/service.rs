@@ -1,11 +1,13 @@
 //! [`Customers`]: the module's implementation of [`CustomersApi`] over its own database.
 
 use async_trait::async_trait;
+use customers_api::events::{CustomerRegistered, CustomerUpdated};
 use customers_api::{
     Customer, CustomerId, CustomerPatch, CustomersApi, CustomersError, NewCustomer,
 };
 use shared_kernel::clock;
 use shared_kernel::http::{Page, PageRequest};
+use shared_kernel::messaging::{EventContext, outbox};
 use shared_kernel::storage::idempotency::{self, IdempotencyError, IdempotencyKey};
 use shared_kernel::storage::{ModuleDb, Tx, is_unique_violation};
 use shared_kernel::{with_reader, with_tx};
@@ -138,6 +140,14 @@ impl CustomersApi for Customers {
         insert(&mut tx, &customer, &email)
             .await
             .map_err(|e| self.write_error(e, Some(&email)))?;
+        let registered = CustomerRegistered {
+            customer_id: customer.id,
+            name: customer.name.clone(),
+            email: customer.email.clone(),
+        };
+        outbox::append(&mut tx, &registered, &EventContext::default())
+            .await
+            .map_err(|e| self.write_error(e, None))?;
         if let Some(key) = &key {
             idempotency::remember(&mut tx, SCOPE_REGISTER, key, &fingerprint, &customer)
                 .await
@@ -192,10 +202,19 @@ impl CustomersApi for Customers {
         let Some(row) = row else {
             return Err(CustomersError::NotFound(id));
         };
+        let customer = Customer::from(row);
+        let updated = CustomerUpdated {
+            customer_id: customer.id,
+            name: customer.name.clone(),
+            email: customer.email.clone(),
+        };
+        outbox::append(&mut tx, &updated, &EventContext::default())
+            .await
+            .map_err(|e| self.write_error(e, None))?;
         tx.commit()
             .await
             .map_err(|e| self.write_error(e, email.as_ref()))?;
-        Ok(row.into())
+        Ok(customer)
     }
 
     async fn list(&self, page: PageRequest) -> Result<Page<Customer>, CustomersError> {

@@ -1,12 +1,14 @@
 //! [`Inventory`]: the module's implementation of [`InventoryApi`] over its own database.
 
 use async_trait::async_trait;
+use inventory_api::events::{ProductCreated, ProductUpdated};
 use inventory_api::{
     Availability, InventoryApi, InventoryError, NewProduct, Product, ProductId, ProductPatch,
     SetStock, StockLevel,
 };
 use shared_kernel::clock;
 use shared_kernel::http::{Page, PageRequest};
+use shared_kernel::messaging::{EventContext, outbox};
 use shared_kernel::storage::idempotency::{self, IdempotencyError, IdempotencyKey};
 use shared_kernel::storage::{ModuleDb, Tx, is_unique_violation};
 use shared_kernel::{with_reader, with_tx};
@@ -145,6 +147,15 @@ impl InventoryApi for Inventory {
                 self.storage(e)
             }
         })?;
+        let created = ProductCreated {
+            product_id: product.id,
+            sku: product.sku.clone(),
+            name: product.name.clone(),
+            price_cents: product.price_cents,
+        };
+        outbox::append(&mut tx, &created, &EventContext::default())
+            .await
+            .map_err(|e| self.storage(e))?;
         if let Some(key) = &key {
             idempotency::remember(&mut tx, SCOPE_CREATE_PRODUCT, key, &fingerprint, &product)
                 .await
@@ -199,8 +210,18 @@ impl InventoryApi for Inventory {
         let Some(row) = row else {
             return Err(InventoryError::ProductNotFound(id));
         };
+        let product = Product::from(row);
+        let updated = ProductUpdated {
+            product_id: product.id,
+            sku: product.sku.clone(),
+            name: product.name.clone(),
+            price_cents: product.price_cents,
+        };
+        outbox::append(&mut tx, &updated, &EventContext::default())
+            .await
+            .map_err(|e| self.storage(e))?;
         tx.commit().await.map_err(|e| self.storage(e))?;
-        Ok(row.into())
+        Ok(product)
     }
 
     async fn list_products(&self, page: PageRequest) -> Result<Page<Product>, InventoryError> {

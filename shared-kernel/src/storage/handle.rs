@@ -30,22 +30,40 @@ pub enum Reader<'a> {
 }
 
 /// A write transaction on a module database; see [`with_tx!`](crate::with_tx).
+///
+/// Committing a transaction that appended to the outbox wakes the module's publisher at once.
 #[derive(Debug)]
-pub enum Tx {
+pub struct Tx {
+    #[doc(hidden)]
+    pub conn: TxConn,
+    /// Set by the outbox when an event is appended, so that the commit wakes the publisher.
+    pub(crate) appended: bool,
+    commits: Option<watch::Sender<u64>>,
+}
+
+/// The native transaction inside a [`Tx`].
+#[derive(Debug)]
+pub enum TxConn {
     Sqlite(Transaction<'static, Sqlite>),
     Postgres(Transaction<'static, Postgres>),
 }
 
 impl Tx {
     pub async fn commit(self) -> Result<(), sqlx::Error> {
-        match self {
-            Tx::Sqlite(tx) => tx.commit().await,
-            Tx::Postgres(tx) => tx.commit().await,
+        match self.conn {
+            TxConn::Sqlite(tx) => tx.commit().await?,
+            TxConn::Postgres(tx) => tx.commit().await?,
         }
+        if self.appended
+            && let Some(commits) = &self.commits
+        {
+            commits.send_modify(|n| *n += 1);
+        }
+        Ok(())
     }
 
     pub fn is_postgres(&self) -> bool {
-        matches!(self, Tx::Postgres(_))
+        matches!(self.conn, TxConn::Postgres(_))
     }
 }
 
@@ -68,12 +86,12 @@ macro_rules! with_reader {
 #[macro_export]
 macro_rules! with_tx {
     ($tx:expr, |$conn:ident| $body:expr) => {
-        match &mut *$tx {
-            $crate::storage::Tx::Sqlite(tx) => {
+        match &mut (*$tx).conn {
+            $crate::storage::TxConn::Sqlite(tx) => {
                 let $conn = &mut **tx;
                 $body
             }
-            $crate::storage::Tx::Postgres(tx) => {
+            $crate::storage::TxConn::Postgres(tx) => {
                 let $conn = &mut **tx;
                 $body
             }
@@ -128,9 +146,14 @@ impl Db {
     }
 
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
-        Ok(match self {
-            Db::Sqlite { writer, .. } => Tx::Sqlite(writer.begin().await?),
-            Db::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+        let conn = match self {
+            Db::Sqlite { writer, .. } => TxConn::Sqlite(writer.begin().await?),
+            Db::Postgres(pool) => TxConn::Postgres(pool.begin().await?),
+        };
+        Ok(Tx {
+            conn,
+            appended: false,
+            commits: None,
         })
     }
 
@@ -168,6 +191,8 @@ struct Inner {
     db: OnceLock<Db>,
     /// Flips to `true` once `db` is set, for whoever waits on [`ModuleDb::opened`].
     opened: watch::Sender<bool>,
+    /// Counts commits that appended to the outbox: the publisher's wake-up call.
+    commits: watch::Sender<u64>,
 }
 
 impl Inner {
@@ -176,6 +201,7 @@ impl Inner {
             module,
             db: OnceLock::new(),
             opened: watch::Sender::new(false),
+            commits: watch::Sender::new(0),
         }
     }
 
@@ -273,7 +299,14 @@ impl ModuleDb {
     }
 
     pub async fn begin(&self) -> Result<Tx, StorageError> {
-        self.db()?.begin().await.map_err(|e| self.classify(e))
+        let mut tx = self.db()?.begin().await.map_err(|e| self.classify(e))?;
+        tx.commits = Some(self.inner.commits.clone());
+        Ok(tx)
+    }
+
+    /// Changes whenever a transaction that appended to this module's outbox commits.
+    pub fn outbox_commits(&self) -> watch::Receiver<u64> {
+        self.inner.commits.subscribe()
     }
 
     /// Turns a connection-level failure into `Unavailable` naming this module.

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use sqlx::types::Json;
 
-use super::Tx;
+use super::{Tx, TxConn};
 use crate::clock;
 
 /// A validated `Idempotency-Key`: 1..=255 visible ASCII characters.
@@ -70,7 +70,7 @@ pub async fn replay<T: DeserializeOwned>(
     key: &IdempotencyKey,
     request_fingerprint: &str,
 ) -> Result<Option<T>, IdempotencyError> {
-    if let Tx::Postgres(tx) = tx {
+    if let TxConn::Postgres(tx) = &mut tx.conn {
         sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
             .bind(format!("idempotency:{scope}:{}", key.as_str()))
             .execute(&mut **tx)

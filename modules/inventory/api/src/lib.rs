@@ -4,6 +4,8 @@
 //! **Architecture Invariant:** this crate depends only on `shared-kernel` and an allow-list of
 //! third-party crates.
 
+pub mod events;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use shared_kernel::http::{FieldError, Page, PageRequest};

@@ -1,0 +1,16 @@
+//! The messaging runtime: integration events, the transactional outbox, durable subscriptions
+//! with an inbox for exactly-once effects, and the in-process bus that runs them.
+//!
+//! Publishing: a module calls [`outbox::append`] inside the transaction of its change; the
+//! commit wakes the subscribers of that module. Consuming: a module supplies a
+//! [`Handler`] per source; [`Bus`] runs each as a [`Subscription`] whose checkpoint and inbox
+//! live in the consumer's database and are written in the transaction of the handler's effects.
+
+mod bus;
+mod event;
+pub mod outbox;
+mod subscription;
+
+pub use bus::{Bus, BusError, SubscriptionStatus, Workers};
+pub use event::{Envelope, EventContext, IntegrationEvent, MalformedEvent};
+pub use subscription::{DeliveryConfig, Handler, Subscription, checkpoint, rewind};

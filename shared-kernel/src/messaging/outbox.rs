@@ -1,0 +1,131 @@
+//! The transactional outbox: the one way a module publishes an event.
+
+use std::collections::BTreeMap;
+
+use sqlx::types::Json;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::event::{Envelope, EventContext, IntegrationEvent};
+use crate::clock;
+use crate::storage::{ModuleDb, StorageError, Tx};
+use crate::{with_reader, with_tx};
+
+/// Appends `event` to the module's outbox inside `tx`, the transaction of the change it
+/// describes: both commit or neither does. Returns the event's id and seq.
+///
+/// The seq comes from `outbox_head` under its row lock (Postgres) or the single writer
+/// (SQLite), so seqs are gap-free and commit in order: a reader that sees seq N has seen every
+/// seq below it.
+pub async fn append<E: IntegrationEvent>(
+    tx: &mut Tx,
+    event: &E,
+    context: &EventContext,
+) -> Result<(Uuid, i64), sqlx::Error> {
+    let payload = serde_json::to_value(event).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let id = Uuid::now_v7();
+    let seq = with_tx!(tx, |conn| {
+        let (seq,): (i64,) =
+            sqlx::query_as("UPDATE outbox_head SET seq = seq + 1 WHERE id = 1 RETURNING seq")
+                .fetch_one(&mut *conn)
+                .await?;
+        sqlx::query(
+            "INSERT INTO outbox (seq, id, aggregatetype, aggregateid, type, event_version, \
+               payload, occurred_at, correlation_id, causation_id, headers) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(seq)
+        .bind(id)
+        .bind(E::AGGREGATE_TYPE)
+        .bind(event.aggregate_id())
+        .bind(E::TYPE)
+        .bind(E::VERSION)
+        .bind(Json(&payload))
+        .bind(clock::now())
+        .bind(context.correlation_id)
+        .bind(context.causation_id)
+        .bind(Json(&context.headers))
+        .execute(&mut *conn)
+        .await?;
+        Ok::<_, sqlx::Error>(seq)
+    })?;
+    tx.appended = true;
+    Ok((id, seq))
+}
+
+type OutboxRow = (
+    i64,
+    Uuid,
+    String,
+    String,
+    String,
+    i32,
+    Json<serde_json::Value>,
+    OffsetDateTime,
+    Option<Uuid>,
+    Option<Uuid>,
+    Json<BTreeMap<String, String>>,
+);
+
+/// Up to `limit` events of `db`'s outbox after `after_seq`, in seq order.
+pub async fn read_after(
+    db: &ModuleDb,
+    after_seq: i64,
+    limit: i64,
+) -> Result<Vec<Envelope>, StorageError> {
+    let rows: Vec<OutboxRow> = with_reader!(db.reader()?, |pool| {
+        sqlx::query_as(
+            "SELECT seq, id, aggregatetype, aggregateid, type, event_version, payload, \
+               occurred_at, correlation_id, causation_id, headers \
+             FROM outbox WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(after_seq)
+        .bind(limit)
+        .fetch_all(pool)
+        .await
+    })
+    .map_err(|e| db.classify(e))?;
+    let source = db.module().to_owned();
+    Ok(rows
+        .into_iter()
+        .map(
+            |(
+                seq,
+                id,
+                aggregate_type,
+                aggregate_id,
+                event_type,
+                event_version,
+                payload,
+                occurred_at,
+                correlation_id,
+                causation_id,
+                headers,
+            )| Envelope {
+                id,
+                source: source.clone(),
+                seq,
+                aggregate_type,
+                aggregate_id,
+                event_type,
+                event_version,
+                occurred_at,
+                correlation_id,
+                causation_id,
+                headers: headers.0,
+                payload: payload.0,
+            },
+        )
+        .collect())
+}
+
+/// The last seq appended to `db`'s outbox (0 when empty).
+pub async fn head(db: &ModuleDb) -> Result<i64, StorageError> {
+    let (seq,): (i64,) = with_reader!(db.reader()?, |pool| {
+        sqlx::query_as("SELECT seq FROM outbox_head WHERE id = 1")
+            .fetch_one(pool)
+            .await
+    })
+    .map_err(|e| db.classify(e))?;
+    Ok(seq)
+}

@@ -1,0 +1,296 @@
+//! Durable subscriptions: a consumer module applying a source module's events, exactly once in
+//! effect.
+//!
+//! A batch is one transaction in the *consumer's* database holding, together, the handler's
+//! effects, the inbox rows of the applied events and the advanced checkpoint. A crash anywhere
+//! leaves either all of them or none; redelivery after a crash or a rewind finds the event in
+//! the inbox and skips it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+use super::event::Envelope;
+use super::outbox;
+use crate::clock;
+use crate::storage::{ModuleDb, StorageError, Tx, TxConn};
+use crate::with_tx;
+
+/// Applies events of one source inside the consumer's transaction.
+#[async_trait]
+pub trait Handler: Send + Sync + 'static {
+    /// Applies `event` through `tx`. Events the handler does not know must be ignored
+    /// (`Ok(())`): sources add event types without asking their consumers.
+    ///
+    /// # Errors
+    /// Any error rolls back the whole batch, effects included; the batch is retried.
+    async fn handle(&self, tx: &mut Tx, event: &Envelope) -> anyhow::Result<()>;
+}
+
+/// A named, durable subscription of `consumer` to the events of `source`.
+#[derive(Clone)]
+pub struct Subscription {
+    /// `<consumer><-<source>`, e.g. `orders<-customers`.
+    pub name: String,
+    pub consumer: &'static str,
+    pub source: &'static str,
+    pub handler: Arc<dyn Handler>,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Subscription {
+    pub fn new(consumer: &'static str, source: &'static str, handler: Arc<dyn Handler>) -> Self {
+        Self::named(format!("{consumer}<-{source}"), consumer, source, handler)
+    }
+
+    /// A subscription with a name of its own, when one consumer follows one source twice.
+    pub fn named(
+        name: impl Into<String>,
+        consumer: &'static str,
+        source: &'static str,
+        handler: Arc<dyn Handler>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            consumer,
+            source,
+            handler,
+        }
+    }
+}
+
+/// Tuning of subscription workers.
+#[derive(Debug, Clone, Copy)]
+pub struct DeliveryConfig {
+    /// Events applied per transaction.
+    pub batch_size: i64,
+    /// Safety net: how long a worker waits for a wake-up before looking anyway.
+    pub poll_interval: Duration,
+    /// First retry delay after a failed batch; doubles up to `max_backoff`.
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 64,
+            poll_interval: Duration::from_secs(1),
+            min_backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What one batch attempt did.
+pub(crate) enum Step {
+    /// Applied events up to this seq.
+    Applied(i64),
+    /// Nothing new after the checkpoint.
+    Idle,
+}
+
+/// Creates the checkpoint row of `subscription` if it does not exist.
+pub(crate) async fn ensure_checkpoint(
+    db: &ModuleDb,
+    subscription: &Subscription,
+) -> Result<(), StorageError> {
+    let mut tx = db.begin().await?;
+    with_tx!(&mut tx, |conn| {
+        sqlx::query(
+            "INSERT INTO subscription_checkpoints (name, source, seq, updated_at) \
+             VALUES ($1, $2, 0, $3) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(&subscription.name)
+        .bind(subscription.source)
+        .bind(clock::now())
+        .execute(conn)
+        .await
+        .map(drop)
+    })
+    .map_err(|e| db.classify(e))?;
+    tx.commit().await.map_err(|e| db.classify(e))
+}
+
+/// Reads the checkpoint inside `tx`, locking it on Postgres so that two processes never run
+/// one subscription's batch at the same time (SQLite has a single writer anyway).
+async fn lock_checkpoint(tx: &mut Tx, name: &str) -> Result<i64, sqlx::Error> {
+    let sql = match tx.conn {
+        TxConn::Sqlite(_) => "SELECT seq FROM subscription_checkpoints WHERE name = $1",
+        TxConn::Postgres(_) => {
+            "SELECT seq FROM subscription_checkpoints WHERE name = $1 FOR UPDATE"
+        }
+    };
+    let (seq,): (i64,) = with_tx!(tx, |conn| {
+        sqlx::query_as(sql).bind(name).fetch_one(conn).await
+    })?;
+    Ok(seq)
+}
+
+/// Reads the checkpoint of `name` (0 when it has none yet).
+pub async fn checkpoint(db: &ModuleDb, name: &str) -> Result<i64, StorageError> {
+    let row: Option<(i64,)> = crate::with_reader!(db.reader()?, |pool| {
+        sqlx::query_as("SELECT seq FROM subscription_checkpoints WHERE name = $1")
+            .bind(name)
+            .fetch_optional(pool)
+            .await
+    })
+    .map_err(|e| db.classify(e))?;
+    Ok(row.map_or(0, |(seq,)| seq))
+}
+
+/// Moves the checkpoint of `name` to `seq`; events after it are delivered again and the inbox
+/// keeps their effects from repeating.
+pub async fn rewind(db: &ModuleDb, name: &str, seq: i64) -> Result<bool, StorageError> {
+    let mut tx = db.begin().await?;
+    let updated = with_tx!(&mut tx, |conn| {
+        sqlx::query("UPDATE subscription_checkpoints SET seq = $2, updated_at = $3 WHERE name = $1")
+            .bind(name)
+            .bind(seq)
+            .bind(clock::now())
+            .execute(conn)
+            .await
+            .map(|done| done.rows_affected())
+    })
+    .map_err(|e| db.classify(e))?;
+    tx.commit().await.map_err(|e| db.classify(e))?;
+    Ok(updated == 1)
+}
+
+/// Applies the next batch after the consumer's checkpoint, in one consumer transaction.
+pub(crate) async fn step(
+    subscription: &Subscription,
+    consumer: &ModuleDb,
+    source: &ModuleDb,
+    config: &DeliveryConfig,
+) -> anyhow::Result<Step> {
+    let mut tx = consumer.begin().await?;
+    let from = lock_checkpoint(&mut tx, &subscription.name).await?;
+    let events = outbox::read_after(source, from, config.batch_size).await?;
+    let Some(last) = events.last().map(|e| e.seq) else {
+        return Ok(Step::Idle);
+    };
+    for event in &events {
+        if record_in_inbox(&mut tx, &subscription.name, event).await? {
+            subscription
+                .handler
+                .handle(&mut tx, event)
+                .await
+                .map_err(|e| {
+                    e.context(format!(
+                        "handling {} #{} ({})",
+                        event.source,
+                        event.seq,
+                        event.name()
+                    ))
+                })?;
+        }
+    }
+    with_tx!(&mut tx, |conn| {
+        sqlx::query("UPDATE subscription_checkpoints SET seq = $2, updated_at = $3 WHERE name = $1")
+            .bind(&subscription.name)
+            .bind(last)
+            .bind(clock::now())
+            .execute(conn)
+            .await
+            .map(drop)
+    })?;
+    tx.commit().await?;
+    Ok(Step::Applied(last))
+}
+
+/// Inserts the event into the inbox; `false` when it was applied before.
+async fn record_in_inbox(
+    tx: &mut Tx,
+    subscription: &str,
+    event: &Envelope,
+) -> Result<bool, sqlx::Error> {
+    let result = with_tx!(tx, |conn| {
+        sqlx::query(
+            "INSERT INTO inbox (subscription, event_id, seq, processed_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (subscription, event_id) DO NOTHING",
+        )
+        .bind(subscription)
+        .bind(event.id)
+        .bind(event.seq)
+        .bind(clock::now())
+        .execute(conn)
+        .await
+        .map(|done| done.rows_affected())
+    })?;
+    Ok(result == 1)
+}
+
+/// Runs one subscription until `stop` turns true: batches while there is work, then waits for
+/// the source's next commit (or the safety poll), retrying failures with capped backoff.
+pub(crate) async fn run(
+    subscription: Subscription,
+    consumer: ModuleDb,
+    source: ModuleDb,
+    config: DeliveryConfig,
+    mut stop: watch::Receiver<bool>,
+    mut nudge: watch::Receiver<()>,
+    applied: watch::Sender<i64>,
+) {
+    let name = subscription.name.clone();
+    let mut commits = source.outbox_commits();
+    let mut backoff = config.min_backoff;
+    let mut ready = false;
+    while !stopped(&stop) {
+        if !ready {
+            match ensure_checkpoint(&consumer, &subscription).await {
+                Ok(()) => ready = true,
+                Err(error) => {
+                    tracing::warn!(subscription = %name, error = %error, "Subscription cannot reach its database.");
+                    wait(&mut stop, backoff).await;
+                    backoff = (backoff * 2).min(config.max_backoff);
+                    continue;
+                }
+            }
+        }
+        // Mark the wake-ups seen before looking, so a commit during the batch is not missed.
+        commits.mark_unchanged();
+        nudge.mark_unchanged();
+        match step(&subscription, &consumer, &source, &config).await {
+            Ok(Step::Applied(seq)) => {
+                backoff = config.min_backoff;
+                applied.send_replace(seq);
+            }
+            Ok(Step::Idle) => {
+                backoff = config.min_backoff;
+                tokio::select! {
+                    _ = commits.changed() => {}
+                    _ = nudge.changed() => {}
+                    _ = tokio::time::sleep(config.poll_interval) => {}
+                    _ = stop.changed() => {}
+                }
+            }
+            Err(error) => {
+                tracing::warn!(subscription = %name, error = format!("{error:#}"), retry_in_ms = backoff.as_millis() as u64, "Subscription batch failed; retrying.");
+                wait(&mut stop, backoff).await;
+                backoff = (backoff * 2).min(config.max_backoff);
+            }
+        }
+    }
+}
+
+/// Stop was requested, or whoever could request it is gone.
+fn stopped(stop: &watch::Receiver<bool>) -> bool {
+    *stop.borrow() || stop.has_changed().is_err()
+}
+
+async fn wait(stop: &mut watch::Receiver<bool>, delay: Duration) {
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => {}
+        _ = stop.changed() => {}
+    }
+}
