@@ -54,7 +54,7 @@ impl Modules {
             .map(|(name, migrations)| ModuleDb::connect(name, migrations, storage.clone()));
         let databases = join_all(opening).await;
         let db = |name: &str| databases.iter().find(|db| db.module() == name).cloned();
-        let mut bus = Bus::new(DeliveryConfig::default());
+        let bus = Bus::new(DeliveryConfig::default());
         for database in &databases {
             bus.add_module(database.clone());
         }

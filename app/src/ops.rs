@@ -2,17 +2,22 @@
 
 use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
-use shared_kernel::http::{Json, Problem};
+use shared_kernel::http::{Json, Problem, path_id};
+use shared_kernel::messaging::dead_letters::{DeadLetter, DeadLetterError};
 use shared_kernel::messaging::{Bus, BusError, SubscriptionStatus};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+use uuid::Uuid;
 
 pub fn router(bus: Bus) -> OpenApiRouter {
     OpenApiRouter::new()
         .routes(routes!(list_modules))
         .routes(routes!(list_subscriptions))
         .routes(routes!(rewind_subscription))
+        .routes(routes!(list_dead_letters))
+        .routes(routes!(retry_dead_letter))
+        .routes(routes!(discard_dead_letter))
         .with_state(bus)
 }
 
@@ -76,6 +81,16 @@ fn problem(error: BusError) -> Problem {
             Problem::not_found(format!("no subscription named {name:?}"))
         }
         BusError::Storage(error) => error.into(),
+        BusError::DeadLetter(DeadLetterError::NotFound(id)) => {
+            Problem::not_found(format!("no dead letter with id {id}"))
+        }
+        BusError::DeadLetter(e @ DeadLetterError::NotParked { .. }) => {
+            Problem::conflict(e.to_string())
+        }
+        BusError::DeadLetter(e @ DeadLetterError::StillFailing(_)) => {
+            Problem::conflict(e.to_string())
+        }
+        BusError::DeadLetter(DeadLetterError::Storage(error)) => error.into(),
     }
 }
 
@@ -124,4 +139,60 @@ async fn rewind_subscription(
         .find(|s| s.name == name)
         .map(axum::Json)
         .ok_or_else(|| Problem::not_found(format!("no subscription named {name:?}")))
+}
+
+/// Parked events (and the events blocked behind them) with error chain and attempts.
+#[utoipa::path(
+    get, path = "/ops/dead-letters", tag = "operations",
+    responses((status = 200, body = Vec<DeadLetter>))
+)]
+async fn list_dead_letters(State(bus): State<Bus>) -> Result<axum::Json<Vec<DeadLetter>>, Problem> {
+    Ok(axum::Json(bus.dead_letters().await?))
+}
+
+async fn dead_letter_after(bus: &Bus, id: Uuid) -> Result<axum::Json<DeadLetter>, Problem> {
+    bus.dead_letters()
+        .await?
+        .into_iter()
+        .find(|d| d.id == id)
+        .map(axum::Json)
+        .ok_or_else(|| Problem::not_found(format!("no dead letter with id {id}")))
+}
+
+/// Applies a parked event now; on success the events blocked behind it follow, in order.
+#[utoipa::path(
+    post, path = "/ops/dead-letters/{id}/retry", tag = "operations",
+    params(("id" = String, Path, description = "Dead letter id (UUID)")),
+    responses(
+        (status = 200, description = "Applied; the dead letter is `retried`", body = DeadLetter),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not parked, or the retry failed again", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn retry_dead_letter(
+    State(bus): State<Bus>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<DeadLetter>, Problem> {
+    let id = path_id(&id, "dead letter")?;
+    bus.retry_dead_letter(id).await.map_err(problem)?;
+    dead_letter_after(&bus, id).await
+}
+
+/// Gives up on a parked event; the events blocked behind it follow, in order.
+#[utoipa::path(
+    post, path = "/ops/dead-letters/{id}/discard", tag = "operations",
+    params(("id" = String, Path, description = "Dead letter id (UUID)")),
+    responses(
+        (status = 200, description = "The dead letter is `discarded`", body = DeadLetter),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not parked", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn discard_dead_letter(
+    State(bus): State<Bus>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<DeadLetter>, Problem> {
+    let id = path_id(&id, "dead letter")?;
+    bus.discard_dead_letter(id).await.map_err(problem)?;
+    dead_letter_after(&bus, id).await
 }

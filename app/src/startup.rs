@@ -27,7 +27,7 @@ impl Application {
     /// Opens the module databases, binds the listener and builds the router.
     pub async fn build(settings: &ServeArgs) -> anyhow::Result<Self> {
         let storage = settings.storage.storage_config();
-        let mut modules = Modules::start(
+        let modules = Modules::start(
             &settings.modules,
             &storage,
             settings.default_credit_limit_cents,

@@ -212,3 +212,284 @@ async fn ops_modules_shows_the_graph_that_arch_graph_draws() {
     assert_eq!(edges("call_edges"), graph.call_edges);
     assert_eq!(map["modules"].as_array().unwrap().len(), 4);
 }
+
+/// Fails for customers whose name starts with "Poison" while `poisoned` is set; otherwise
+/// writes a marker row (a plain upsert, so an out-of-order application would show).
+struct Poisonable {
+    poisoned: Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[async_trait]
+impl Handler for Poisonable {
+    async fn handle(&self, tx: &mut Tx, event: &Envelope) -> anyhow::Result<()> {
+        use customers_api::events::{CustomerRegistered, CustomerUpdated};
+        let (id, name) = if let Some(e) = event.decode::<CustomerRegistered>() {
+            let e = e?;
+            (e.customer_id.0, e.name)
+        } else if let Some(e) = event.decode::<CustomerUpdated>() {
+            let e = e?;
+            (e.customer_id.0, e.name)
+        } else {
+            return Ok(());
+        };
+        if name.starts_with("Poison") && self.poisoned.load(Ordering::SeqCst) {
+            anyhow::bail!("poisoned customer {name}");
+        }
+        with_tx!(tx, |conn| {
+            sqlx::query(
+                "INSERT INTO customer_replicas (customer_id, name, email, source_seq, updated_at) \
+                 VALUES ($1, $2, 'poison-test', $3, $4) \
+                 ON CONFLICT (customer_id) DO UPDATE SET name = excluded.name, source_seq = excluded.source_seq",
+            )
+            .bind(marker_id(id))
+            .bind(&name)
+            .bind(event.seq)
+            .bind(shared_kernel::clock::now())
+            .execute(conn)
+            .await
+            .map(drop)
+        })?;
+        Ok(())
+    }
+}
+
+const POISON_SUBSCRIPTION: &str = "orders<-customers:poison";
+
+/// Starts a poisonable subscription next to the real ones.
+async fn with_poisonable(app: &mut TestApp) -> Arc<std::sync::atomic::AtomicBool> {
+    let poisoned = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    app.stop_delivery().await;
+    let handler = Poisonable {
+        poisoned: poisoned.clone(),
+    };
+    app.modules.bus.subscribe(Subscription::named(
+        POISON_SUBSCRIPTION,
+        "orders",
+        "customers",
+        Arc::new(handler),
+    ));
+    app.start_delivery();
+    poisoned
+}
+
+async fn marker_name(app: &TestApp, customer: Uuid) -> Option<String> {
+    let reader = app.db("orders").reader().unwrap();
+    let row: Option<(String,)> = with_reader!(reader, |pool| {
+        sqlx::query_as("SELECT name FROM customer_replicas WHERE customer_id = $1")
+            .bind(marker_id(customer))
+            .fetch_optional(pool)
+            .await
+    })
+    .unwrap();
+    row.map(|(name,)| name)
+}
+
+async fn poison_status(app: &TestApp) -> Value {
+    let status = app.get("/ops/subscriptions").await;
+    status
+        .ok(200)
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == POISON_SUBSCRIPTION)
+        .unwrap()
+        .clone()
+}
+
+/// Registers a poisoned and a healthy customer and renames both; returns their ids.
+async fn poison_scenario(app: &TestApp) -> (Uuid, Uuid) {
+    let poison = uuid_of(&register(app, "Poison", "poison@example.com").await);
+    let fine = uuid_of(&register(app, "Fine", "fine@example.com").await);
+    app.json(
+        Method::PATCH,
+        &format!("/customers/{poison}"),
+        json!({"name": "Poison Renamed"}),
+    )
+    .await
+    .ok(200);
+    app.json(
+        Method::PATCH,
+        &format!("/customers/{fine}"),
+        json!({"name": "Fine Two"}),
+    )
+    .await
+    .ok(200);
+    app.settled().await;
+    (poison, fine)
+}
+
+both_backends! {
+    async fn a_poison_event_is_parked_and_blocks_only_its_aggregate_until_retried(app) {
+        let mut app = app;
+        let poisoned = with_poisonable(&mut app).await;
+        let (poison, fine) = poison_scenario(&app).await;
+
+        // The other aggregate flowed; the poisoned one waits, its later event behind it.
+        assert_eq!(marker_name(&app, fine).await.as_deref(), Some("Fine Two"));
+        assert_eq!(marker_name(&app, poison).await, None);
+        let status = poison_status(&app).await;
+        assert_eq!((status["lag"].clone(), status["parked"].clone(), status["blocked"].clone()), (json!(0), json!(1), json!(1)));
+        let letters = app.get("/ops/dead-letters").await;
+        let letters: Vec<Value> = letters.ok(200).as_array().unwrap().iter().filter(|d| d["subscription"] == POISON_SUBSCRIPTION).cloned().collect();
+        assert_eq!(letters.len(), 2);
+        let parked = &letters[0];
+        assert_eq!(parked["status"], "parked");
+        assert_eq!(parked["attempts"], 5);
+        assert!(parked["error"].as_str().unwrap().contains("poisoned customer Poison"), "{parked}");
+        assert_eq!(parked["event"]["event_type"], "customers.CustomerRegistered");
+        assert_eq!(letters[1]["status"], "blocked");
+        assert_eq!(letters[1]["event"]["event_type"], "customers.CustomerUpdated");
+        let id = parked["id"].as_str().unwrap().to_owned();
+
+        // Still poisoned: the retry fails and counts.
+        let again = app.post(&format!("/ops/dead-letters/{id}/retry"), json!({})).await;
+        again.problem(409);
+        app.post(&format!("/ops/dead-letters/{}/retry", letters[1]["id"].as_str().unwrap()), json!({})).await.problem(409);
+
+        // Fixed: the retry applies it, and the blocked rename follows in order.
+        poisoned.store(false, Ordering::SeqCst);
+        let retried = app.post(&format!("/ops/dead-letters/{id}/retry"), json!({})).await;
+        let retried = retried.ok(200);
+        assert_eq!(retried["status"], "retried");
+        assert_eq!(retried["attempts"], 7);
+        assert_eq!(marker_name(&app, poison).await.as_deref(), Some("Poison Renamed"));
+        let status = poison_status(&app).await;
+        assert_eq!((status["parked"].clone(), status["blocked"].clone()), (json!(0), json!(0)));
+
+        // Later events of the aggregate flow normally again.
+        app.json(Method::PATCH, &format!("/customers/{poison}"), json!({"name": "Poison Third"})).await.ok(200);
+        app.settled().await;
+        assert_eq!(marker_name(&app, poison).await.as_deref(), Some("Poison Third"));
+        app.post(&format!("/ops/dead-letters/{}/retry", Uuid::now_v7()), json!({})).await.problem(404);
+        app.post("/ops/dead-letters/not-an-id/discard", json!({})).await.problem(404);
+    }
+
+    async fn discarding_a_parked_event_releases_the_events_behind_it(app) {
+        let mut app = app;
+        let poisoned = with_poisonable(&mut app).await;
+        let (poison, _) = poison_scenario(&app).await;
+        poisoned.store(false, Ordering::SeqCst);
+        let letters = app.get("/ops/dead-letters").await;
+        let parked = letters.ok(200).as_array().unwrap().iter().find(|d| d["status"] == "parked").unwrap().clone();
+        let discarded = app.post(&format!("/ops/dead-letters/{}/discard", parked["id"].as_str().unwrap()), json!({})).await;
+        assert_eq!(discarded.ok(200)["status"], "discarded");
+        // The registration was dropped; the rename behind it was applied.
+        assert_eq!(marker_name(&app, poison).await.as_deref(), Some("Poison Renamed"));
+        app.post(&format!("/ops/dead-letters/{}/discard", parked["id"].as_str().unwrap()), json!({})).await.problem(409);
+    }
+}
+
+/// Counts invocations and writes one marker row per event.
+struct Counting {
+    calls: Arc<AtomicUsize>,
+}
+
+#[async_trait]
+impl Handler for Counting {
+    async fn handle(&self, tx: &mut Tx, event: &Envelope) -> anyhow::Result<()> {
+        let Some(registered) = event.decode::<customers_api::events::CustomerRegistered>() else {
+            return Ok(());
+        };
+        let registered = registered?;
+        with_tx!(tx, |conn| {
+            sqlx::query(
+                "INSERT INTO customer_replicas (customer_id, name, email, source_seq, updated_at) \
+                 VALUES ($1, $2, 'counted', $3, $4)",
+            )
+            .bind(marker_id(registered.customer_id.0))
+            .bind(&registered.name)
+            .bind(event.seq)
+            .bind(shared_kernel::clock::now())
+            .execute(conn)
+            .await
+            .map(drop)
+        })?;
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_on_one_postgres_database_handle_every_event_exactly_once() {
+    let Some(mut first) = TestApp::spawn(crate::support::Kind::Postgres, "two_processes").await
+    else {
+        return;
+    };
+    // A second "process" on the same database: its own pools, bus and workers.
+    let data_dir = tempfile::tempdir().unwrap();
+    let settings = TestApp::settings(
+        crate::support::Kind::Postgres,
+        data_dir.path(),
+        first.database.as_ref(),
+    );
+    let mut second = TestApp::build(crate::support::Kind::Postgres, settings, data_dir, None).await;
+
+    let calls = Arc::new(AtomicUsize::new(0));
+    for app in [&mut first, &mut second] {
+        app.stop_delivery().await;
+        let handler = Counting {
+            calls: calls.clone(),
+        };
+        app.modules.bus.subscribe(Subscription::named(
+            "orders<-customers:count",
+            "orders",
+            "customers",
+            Arc::new(handler),
+        ));
+        app.start_delivery();
+    }
+    let registrations = (0..40).map(|i| {
+        let app = if i % 2 == 0 { &first } else { &second };
+        async move { register(app, &format!("C{i}"), &format!("c{i}@example.com")).await }
+    });
+    futures::future::join_all(registrations).await;
+    first.settled().await;
+    second.settled().await;
+
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        40,
+        "each event handled exactly once"
+    );
+    let reader = first.db("orders").reader().unwrap();
+    let (count,): (i64,) = with_reader!(reader, |pool| {
+        sqlx::query_as("SELECT COUNT(*) FROM customer_replicas WHERE email = 'counted'")
+            .fetch_one(pool)
+            .await
+    })
+    .unwrap();
+    assert_eq!(count, 40);
+    assert_eq!(accounts(&first).await.len(), 40);
+    second.stop_delivery().await;
+}
+
+both_backends! {
+    async fn events_of_one_aggregate_apply_in_commit_order_under_concurrent_producers(app) {
+        let ada = uuid_of(&register(&app, "Ada", "ada@example.com").await);
+        let path = format!("/customers/{ada}");
+        // Many concurrent renames of one customer, interleaved with other customers' events.
+        let renames = (0..30).map(|i| {
+            let (app, path) = (&app, &path);
+            async move {
+                if i % 3 == 0 {
+                    register(app, &format!("Other {i}"), &format!("o{i}@example.com")).await;
+                }
+                app.json(Method::PATCH, path, json!({"name": format!("Ada {i}")})).await.ok(200).clone()
+            }
+        });
+        futures::future::join_all(renames).await;
+        app.settled().await;
+        // The replica ends with what the owner has now: the last committed rename won, in both.
+        let current = app.get(&path).await.ok(200)["name"].clone();
+        let replica = customer_replicas(&app).await.into_iter().find(|(id, _, _)| *id == ada).unwrap();
+        assert_eq!(json!(replica.1), current);
+        // And the log the replica followed is the owner's commit order, without gaps.
+        let reader = app.db("customers").reader().unwrap();
+        let seqs: Vec<(i64,)> = with_reader!(reader, |pool| {
+            sqlx::query_as("SELECT seq FROM outbox ORDER BY seq").fetch_all(pool).await
+        })
+        .unwrap();
+        let expected: Vec<i64> = (1..=seqs.len() as i64).collect();
+        assert_eq!(seqs.into_iter().map(|(s,)| s).collect::<Vec<_>>(), expected);
+    }
+}

@@ -27,6 +27,9 @@ async fn the_openapi_document_lists_every_endpoint() {
         ("/ops/modules", "get"),
         ("/ops/subscriptions", "get"),
         ("/ops/subscriptions/{name}/rewind", "post"),
+        ("/ops/dead-letters", "get"),
+        ("/ops/dead-letters/{id}/retry", "post"),
+        ("/ops/dead-letters/{id}/discard", "post"),
     ] {
         assert!(
             paths.get(path).and_then(|p| p.get(method)).is_some(),

@@ -5,23 +5,33 @@
 //! same subscriptions will read a JetStream stream fed by a relay; handlers do not change.)
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use uuid::Uuid;
+
+use super::dead_letters::{self, DeadLetter, DeadLetterError};
 use super::outbox;
 use super::subscription::{self, DeliveryConfig, Subscription};
 use crate::storage::{ModuleDb, StorageError};
 
-/// Subscriptions of this process and the modules they connect. Cheap to clone: clones share
-/// the running workers' state.
+/// Subscriptions of this process and the modules they connect. Cheap to clone: every clone is
+/// the same bus.
 #[derive(Debug, Clone)]
 pub struct Bus {
+    state: Arc<RwLock<State>>,
+}
+
+#[derive(Debug)]
+struct State {
     modules: BTreeMap<&'static str, ModuleDb>,
     subscriptions: Vec<Subscription>,
     config: DeliveryConfig,
+    /// Last seq applied per running subscription, updated after each committed batch.
     applied: BTreeMap<String, watch::Sender<i64>>,
     /// Wakes a subscription's worker without a source commit (after a rewind).
     nudges: BTreeMap<String, watch::Sender<()>>,
@@ -54,6 +64,10 @@ pub struct SubscriptionStatus {
     pub head_seq: i64,
     /// `head_seq - checkpoint`: events committed but not applied yet.
     pub lag: i64,
+    /// Events given up on, waiting for an operator.
+    pub parked: i64,
+    /// Later events of parked events' aggregates, held back to keep their order.
+    pub blocked: i64,
 }
 
 /// Why a subscription could not be inspected or moved.
@@ -62,58 +76,111 @@ pub enum BusError {
     #[error("no subscription named {0:?}")]
     UnknownSubscription(String),
     #[error(transparent)]
+    DeadLetter(#[from] DeadLetterError),
+    #[error(transparent)]
     Storage(#[from] StorageError),
 }
 
 impl Bus {
     pub fn new(config: DeliveryConfig) -> Self {
         Self {
-            modules: BTreeMap::new(),
-            subscriptions: Vec::new(),
-            config,
-            applied: BTreeMap::new(),
-            nudges: BTreeMap::new(),
+            state: Arc::new(RwLock::new(State {
+                modules: BTreeMap::new(),
+                subscriptions: Vec::new(),
+                config,
+                applied: BTreeMap::new(),
+                nudges: BTreeMap::new(),
+            })),
         }
     }
 
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Makes a local module's outbox available as a source and its database as a consumer.
-    pub fn add_module(&mut self, db: ModuleDb) {
-        self.modules.insert(db.module(), db);
+    pub fn add_module(&self, db: ModuleDb) {
+        self.write().modules.insert(db.module(), db);
     }
 
-    /// Adds a subscription; it runs once [`Bus::start`] is called, if both its modules are local.
-    pub fn subscribe(&mut self, subscription: Subscription) {
-        self.subscriptions.push(subscription);
+    /// Adds a subscription; it runs from the next [`Bus::start`] if both its modules are local.
+    pub fn subscribe(&self, subscription: Subscription) {
+        self.write().subscriptions.push(subscription);
     }
 
-    fn local(&self, subscription: &Subscription) -> Option<(ModuleDb, ModuleDb)> {
-        Some((
-            self.modules.get(subscription.consumer)?.clone(),
-            self.modules.get(subscription.source)?.clone(),
-        ))
+    /// Every subscription whose consumer and source both run here, with their databases.
+    fn local(&self) -> Vec<(Subscription, ModuleDb, ModuleDb)> {
+        let state = self.read();
+        state
+            .subscriptions
+            .iter()
+            .filter_map(|s| {
+                Some((
+                    s.clone(),
+                    state.modules.get(s.consumer)?.clone(),
+                    state.modules.get(s.source)?.clone(),
+                ))
+            })
+            .collect()
+    }
+
+    fn local_named(&self, name: &str) -> Result<(Subscription, ModuleDb, ModuleDb), BusError> {
+        self.local()
+            .into_iter()
+            .find(|(s, _, _)| s.name == name)
+            .ok_or_else(|| BusError::UnknownSubscription(name.to_owned()))
     }
 
     /// Starts one worker per subscription whose consumer and source run here.
-    pub fn start(&mut self) -> Workers {
+    pub fn start(&self) -> Workers {
         let mut workers = Workers {
             stop: watch::Sender::new(false),
             set: JoinSet::new(),
         };
-        for subscription in self.subscriptions.clone() {
-            let Some((consumer, source)) = self.local(&subscription) else {
-                tracing::info!(subscription = %subscription.name, "Subscription not local to this process; not started.");
-                continue;
-            };
+        let config = self.read().config;
+        let names: Vec<String> = self
+            .read()
+            .subscriptions
+            .iter()
+            .map(|s| s.name.clone())
+            .collect();
+        let local = self.local();
+        for name in names {
+            if !local.iter().any(|(s, _, _)| s.name == name) {
+                tracing::info!(subscription = %name, "Subscription not local to this process; not started.");
+            }
+        }
+        // Commits of other processes on the same Postgres database arrive as notifications.
+        let mut sources: Vec<ModuleDb> =
+            local.iter().map(|(_, _, source)| source.clone()).collect();
+        sources.sort_by_key(ModuleDb::module);
+        sources.dedup_by_key(|db| db.module());
+        for source in sources {
+            if matches!(source.db(), Ok(crate::storage::Db::Postgres(_))) {
+                workers.set.spawn(listen(source, workers.stop.subscribe()));
+            }
+        }
+        for (subscription, consumer, source) in local {
             let applied = watch::Sender::new(0);
             let nudge = watch::Sender::new(());
-            self.applied
-                .insert(subscription.name.clone(), applied.clone());
-            self.nudges.insert(subscription.name.clone(), nudge.clone());
+            {
+                let mut state = self.write();
+                state
+                    .applied
+                    .insert(subscription.name.clone(), applied.clone());
+                state
+                    .nudges
+                    .insert(subscription.name.clone(), nudge.clone());
+            }
             workers.set.spawn(subscription::run(
                 subscription,
                 consumer,
                 source,
-                self.config,
+                config,
                 workers.stop.subscribe(),
                 nudge.subscribe(),
                 applied,
@@ -122,26 +189,31 @@ impl Bus {
         workers
     }
 
+    /// The last seq a running subscription has applied and committed; changes after each batch.
+    pub fn applied(&self, name: &str) -> Option<watch::Receiver<i64>> {
+        self.read().applied.get(name).map(watch::Sender::subscribe)
+    }
+
     /// The modules whose databases this process holds.
     pub fn local_modules(&self) -> Vec<&'static str> {
-        self.modules.keys().copied().collect()
+        self.read().modules.keys().copied().collect()
     }
 
     /// Every subscription known to this process, local or not.
-    pub fn subscriptions(&self) -> &[Subscription] {
-        &self.subscriptions
+    pub fn subscriptions(&self) -> Vec<Subscription> {
+        self.read().subscriptions.clone()
     }
 
     /// Positions of every local subscription.
     pub async fn status(&self) -> Result<Vec<SubscriptionStatus>, StorageError> {
         let mut out = Vec::new();
-        for subscription in &self.subscriptions {
-            let Some((consumer, source)) = self.local(subscription) else {
-                continue;
-            };
+        for (subscription, consumer, source) in self.local() {
             let checkpoint = subscription::checkpoint(&consumer, &subscription.name).await?;
             let head_seq = outbox::head(&source).await?;
+            let (parked, blocked) = dead_letters::counts(&consumer, &subscription.name).await?;
             out.push(SubscriptionStatus {
+                parked,
+                blocked,
                 name: subscription.name.clone(),
                 source: subscription.source.to_owned(),
                 consumer: subscription.consumer.to_owned(),
@@ -155,25 +227,69 @@ impl Bus {
 
     /// Moves a subscription's checkpoint back (or forward) to `seq`.
     pub async fn rewind(&self, name: &str, seq: i64) -> Result<(), BusError> {
-        let subscription = self
-            .subscriptions
-            .iter()
-            .find(|s| s.name == name)
-            .ok_or_else(|| BusError::UnknownSubscription(name.to_owned()))?;
-        let (consumer, _) = self
-            .local(subscription)
-            .ok_or_else(|| BusError::UnknownSubscription(name.to_owned()))?;
+        let (_, consumer, _) = self.local_named(name)?;
         subscription::rewind(&consumer, name, seq).await?;
-        if let Some(nudge) = self.nudges.get(name) {
+        if let Some(nudge) = self.read().nudges.get(name) {
             nudge.send_replace(());
         }
         Ok(())
     }
 
+    /// The local consumer databases.
+    fn consumers(&self) -> Vec<ModuleDb> {
+        let state = self.read();
+        state
+            .modules
+            .values()
+            .filter(|db| {
+                state
+                    .subscriptions
+                    .iter()
+                    .any(|s| s.consumer == db.module())
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Every dead letter of the local consumers, oldest first.
+    pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StorageError> {
+        let mut out = Vec::new();
+        for consumer in self.consumers() {
+            out.extend(dead_letters::list(&consumer).await?);
+        }
+        out.sort_by_key(|d| d.id);
+        Ok(out)
+    }
+
+    /// Finds the dead letter `id` and the subscription it belongs to.
+    async fn locate(&self, id: Uuid) -> Result<(ModuleDb, Subscription), BusError> {
+        for consumer in self.consumers() {
+            if let Some(name) = dead_letters::subscription_of(&consumer, id).await? {
+                let (subscription, consumer, _) = self.local_named(&name)?;
+                return Ok((consumer, subscription));
+            }
+        }
+        Err(DeadLetterError::NotFound(id).into())
+    }
+
+    /// Applies a parked event now and releases the events blocked behind it.
+    pub async fn retry_dead_letter(&self, id: Uuid) -> Result<(), BusError> {
+        let (consumer, subscription) = self.locate(id).await?;
+        Ok(dead_letters::retry(&consumer, &subscription, id).await?)
+    }
+
+    /// Drops a parked event for good and releases the events blocked behind it.
+    pub async fn discard_dead_letter(&self, id: Uuid) -> Result<(), BusError> {
+        let (consumer, subscription) = self.locate(id).await?;
+        Ok(dead_letters::discard(&consumer, &subscription, id).await?)
+    }
+
     /// Waits until every local subscription has applied everything its source has committed
     /// (at the time of each check), or `timeout` passes. Returns whether it settled.
+    /// Meant for tests, benchmarks and graceful hand-overs.
     pub async fn settled(&self, timeout: Duration) -> bool {
         let mut receivers: Vec<_> = self
+            .read()
             .applied
             .values()
             .map(watch::Sender::subscribe)
@@ -185,13 +301,67 @@ impl Bus {
                 {
                     return;
                 }
+                // Local workers announce each batch; progress made by another process on the
+                // same database is only seen by looking again, hence the short re-check.
+                let recheck = tokio::time::sleep(Duration::from_millis(100));
                 if receivers.is_empty() {
-                    std::future::pending::<()>().await;
+                    recheck.await;
+                    continue;
                 }
                 let changes = receivers.iter_mut().map(|r| Box::pin(r.changed()));
-                let _ = futures::future::select_all(changes).await;
+                tokio::select! {
+                    _ = futures::future::select_all(changes) => {}
+                    () = recheck => {}
+                }
             }
         };
         tokio::time::timeout(timeout, check).await.is_ok()
+    }
+}
+
+/// Relays Postgres notifications of outbox commits to `source`'s local subscribers.
+async fn listen(source: ModuleDb, mut stop: watch::Receiver<bool>) {
+    let Ok(crate::storage::Db::Postgres(pool)) = source.db() else {
+        return;
+    };
+    let module = source.module();
+    let mut listener = loop {
+        let attempt = async {
+            let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+            listener.listen(outbox::NOTIFY_CHANNEL).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        match attempt.await {
+            Ok(listener) => break listener,
+            Err(error) => {
+                tracing::warn!(module, error = %error, "Cannot listen for outbox commits; retrying.");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+        }
+    };
+    // Wake once now: commits made before the listener was up are not lost either way (the
+    // workers also poll), but this makes the start deterministic.
+    source.signal_outbox_commit();
+    loop {
+        tokio::select! {
+            notification = listener.recv() => match notification {
+                Ok(n) if n.payload() == module => source.signal_outbox_commit(),
+                Ok(_) => {}
+                Err(error) => {
+                    // PgListener reconnects on the next recv; commits missed meanwhile are
+                    // picked up by the workers' safety poll.
+                    tracing::warn!(module, error = %error, "Outbox listener lost its connection.");
+                    source.signal_outbox_commit();
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = stop.changed() => return,
+                    }
+                }
+            },
+            _ = stop.changed() => return,
+        }
     }
 }

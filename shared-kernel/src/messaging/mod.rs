@@ -7,6 +7,7 @@
 //! live in the consumer's database and are written in the transaction of the handler's effects.
 
 mod bus;
+pub mod dead_letters;
 mod event;
 pub mod outbox;
 mod subscription;

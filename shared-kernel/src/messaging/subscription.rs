@@ -12,6 +12,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::watch;
 
+use uuid::Uuid;
+
+use super::dead_letters;
 use super::event::Envelope;
 use super::outbox;
 use crate::clock;
@@ -78,6 +81,8 @@ pub struct DeliveryConfig {
     /// First retry delay after a failed batch; doubles up to `max_backoff`.
     pub min_backoff: Duration,
     pub max_backoff: Duration,
+    /// Attempts of one event before it is parked in dead letters.
+    pub max_attempts: u32,
 }
 
 impl Default for DeliveryConfig {
@@ -87,6 +92,7 @@ impl Default for DeliveryConfig {
             poll_interval: Duration::from_secs(1),
             min_backoff: Duration::from_millis(20),
             max_backoff: Duration::from_secs(5),
+            max_attempts: 5,
         }
     }
 }
@@ -123,7 +129,7 @@ pub(crate) async fn ensure_checkpoint(
 
 /// Reads the checkpoint inside `tx`, locking it on Postgres so that two processes never run
 /// one subscription's batch at the same time (SQLite has a single writer anyway).
-async fn lock_checkpoint(tx: &mut Tx, name: &str) -> Result<i64, sqlx::Error> {
+pub(crate) async fn lock_checkpoint(tx: &mut Tx, name: &str) -> Result<i64, sqlx::Error> {
     let sql = match tx.conn {
         TxConn::Sqlite(_) => "SELECT seq FROM subscription_checkpoints WHERE name = $1",
         TxConn::Postgres(_) => {
@@ -166,46 +172,132 @@ pub async fn rewind(db: &ModuleDb, name: &str, seq: i64) -> Result<bool, Storage
     Ok(updated == 1)
 }
 
+/// An event whose handler keeps failing, tracked by the worker between attempts.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    event_id: Uuid,
+    seq: i64,
+    attempts: u32,
+    last_error: String,
+}
+
+/// A batch that failed, and on which event.
+pub(crate) enum StepError {
+    Event {
+        event: Box<Envelope>,
+        error: anyhow::Error,
+    },
+    Other(anyhow::Error),
+}
+
+impl<E: Into<anyhow::Error>> From<E> for StepError {
+    fn from(error: E) -> Self {
+        StepError::Other(error.into())
+    }
+}
+
+/// Applies one event: records it in the inbox and, if it was not applied before, runs the
+/// handler — both inside `tx`.
+pub(crate) async fn apply(
+    tx: &mut Tx,
+    subscription: &Subscription,
+    event: &Envelope,
+) -> anyhow::Result<()> {
+    if record_in_inbox(tx, &subscription.name, event).await? {
+        subscription.handler.handle(tx, event).await.map_err(|e| {
+            e.context(format!(
+                "{} handling {} #{} ({})",
+                subscription.name,
+                event.source,
+                event.seq,
+                event.name()
+            ))
+        })?;
+    }
+    Ok(())
+}
+
 /// Applies the next batch after the consumer's checkpoint, in one consumer transaction.
+///
+/// With a `failure` pending, the batch stops short of the failing event (so the events before
+/// it commit), then retries that event alone; once it has failed `max_attempts` times it is
+/// parked instead, and later events of its aggregate are recorded as blocked behind it.
 pub(crate) async fn step(
     subscription: &Subscription,
     consumer: &ModuleDb,
     source: &ModuleDb,
     config: &DeliveryConfig,
-) -> anyhow::Result<Step> {
+    failure: Option<&Failure>,
+) -> Result<Step, StepError> {
     let mut tx = consumer.begin().await?;
     let from = lock_checkpoint(&mut tx, &subscription.name).await?;
-    let events = outbox::read_after(source, from, config.batch_size).await?;
+    let mut events = outbox::read_after(source, from, config.batch_size).await?;
+    // A failure at or below the checkpoint is behind us (a rewind or another process moved on).
+    if let Some(failure) = failure.filter(|f| f.seq > from) {
+        match events.first() {
+            Some(first) if first.id == failure.event_id => {
+                events.truncate(1);
+                if failure.attempts >= config.max_attempts {
+                    let event = &events[0];
+                    dead_letters::insert(
+                        &mut tx,
+                        &subscription.name,
+                        event,
+                        "parked",
+                        Some(&failure.last_error),
+                        i32::try_from(failure.attempts).unwrap_or(i32::MAX),
+                    )
+                    .await?;
+                    tracing::error!(subscription = %subscription.name, event.id = %event.id, event.seq = event.seq, attempts = failure.attempts, error = %failure.last_error, "Event parked in dead letters.");
+                    return commit_checkpoint(tx, &subscription.name, event.seq).await;
+                }
+            }
+            _ => events.retain(|e| e.seq < failure.seq),
+        }
+    }
     let Some(last) = events.last().map(|e| e.seq) else {
         return Ok(Step::Idle);
     };
+    let dead_letters_open = dead_letters::open_count(&mut tx, &subscription.name).await? > 0;
     for event in &events {
-        if record_in_inbox(&mut tx, &subscription.name, event).await? {
-            subscription
-                .handler
-                .handle(&mut tx, event)
-                .await
-                .map_err(|e| {
-                    e.context(format!(
-                        "handling {} #{} ({})",
-                        event.source,
-                        event.seq,
-                        event.name()
-                    ))
-                })?;
+        if dead_letters_open {
+            let key = dead_letters::aggregate_key(event);
+            if dead_letters::is_blocked(&mut tx, &subscription.name, &key).await? {
+                let reason = "waiting behind a parked event of the same aggregate";
+                dead_letters::insert(
+                    &mut tx,
+                    &subscription.name,
+                    event,
+                    "blocked",
+                    Some(reason),
+                    0,
+                )
+                .await?;
+                continue;
+            }
+        }
+        if let Err(error) = apply(&mut tx, subscription, event).await {
+            return Err(StepError::Event {
+                event: Box::new(event.clone()),
+                error,
+            });
         }
     }
+    commit_checkpoint(tx, &subscription.name, last).await
+}
+
+async fn commit_checkpoint(mut tx: Tx, name: &str, seq: i64) -> Result<Step, StepError> {
     with_tx!(&mut tx, |conn| {
         sqlx::query("UPDATE subscription_checkpoints SET seq = $2, updated_at = $3 WHERE name = $1")
-            .bind(&subscription.name)
-            .bind(last)
+            .bind(name)
+            .bind(seq)
             .bind(clock::now())
             .execute(conn)
             .await
             .map(drop)
     })?;
     tx.commit().await?;
-    Ok(Step::Applied(last))
+    Ok(Step::Applied(seq))
 }
 
 /// Inserts the event into the inbox; `false` when it was applied before.
@@ -245,6 +337,7 @@ pub(crate) async fn run(
     let mut commits = source.outbox_commits();
     let mut backoff = config.min_backoff;
     let mut ready = false;
+    let mut failure: Option<Failure> = None;
     while !stopped(&stop) {
         if !ready {
             match ensure_checkpoint(&consumer, &subscription).await {
@@ -260,9 +353,12 @@ pub(crate) async fn run(
         // Mark the wake-ups seen before looking, so a commit during the batch is not missed.
         commits.mark_unchanged();
         nudge.mark_unchanged();
-        match step(&subscription, &consumer, &source, &config).await {
+        match step(&subscription, &consumer, &source, &config, failure.as_ref()).await {
             Ok(Step::Applied(seq)) => {
-                backoff = config.min_backoff;
+                if failure.as_ref().is_some_and(|f| seq >= f.seq) {
+                    failure = None;
+                    backoff = config.min_backoff;
+                }
                 applied.send_replace(seq);
             }
             Ok(Step::Idle) => {
@@ -274,7 +370,23 @@ pub(crate) async fn run(
                     _ = stop.changed() => {}
                 }
             }
-            Err(error) => {
+            Err(StepError::Event { event, error }) => {
+                let last_error = format!("{error:#}");
+                let attempts = match &failure {
+                    Some(f) if f.event_id == event.id => f.attempts + 1,
+                    _ => 1,
+                };
+                tracing::warn!(subscription = %name, event.id = %event.id, event.seq = event.seq, attempts, error = %last_error, retry_in_ms = backoff.as_millis() as u64, "Event handler failed; retrying.");
+                failure = Some(Failure {
+                    event_id: event.id,
+                    seq: event.seq,
+                    attempts,
+                    last_error,
+                });
+                wait(&mut stop, backoff).await;
+                backoff = (backoff * 2).min(config.max_backoff);
+            }
+            Err(StepError::Other(error)) => {
                 tracing::warn!(subscription = %name, error = format!("{error:#}"), retry_in_ms = backoff.as_millis() as u64, "Subscription batch failed; retrying.");
                 wait(&mut stop, backoff).await;
                 backoff = (backoff * 2).min(config.max_backoff);

@@ -304,6 +304,12 @@ impl ModuleDb {
         Ok(tx)
     }
 
+    /// Wakes this module's subscribers as a local commit would: another process committed to
+    /// the outbox (announced by Postgres NOTIFY).
+    pub fn signal_outbox_commit(&self) {
+        self.inner.commits.send_modify(|n| *n += 1);
+    }
+
     /// Changes whenever a transaction that appended to this module's outbox commits.
     pub fn outbox_commits(&self) -> watch::Receiver<u64> {
         self.inner.commits.subscribe()
