@@ -39,6 +39,7 @@ struct ApiDoc;
 
 /// The full router and its OpenAPI document.
 pub fn router(modules: &Modules) -> Router {
+    crate::telemetry::prometheus();
     let mut api = OpenApiRouter::with_openapi(ApiDoc::openapi());
     if let Some(customers) = &modules.customers {
         api = api.merge(customers::router(customers.clone()));
@@ -64,6 +65,10 @@ pub fn router(modules: &Modules) -> Router {
                 ([(axum::http::header::CONTENT_TYPE, "application/json")], openapi_json)
             }),
         )
+        .route(
+            "/metrics",
+            axum::routing::get(crate::telemetry::render).with_state(modules.bus.clone()),
+        )
         .fallback(|| async { Problem::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             Problem::new(
@@ -74,6 +79,7 @@ pub fn router(modules: &Modules) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .layer(axum::middleware::from_fn(crate::telemetry::track_http))
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))

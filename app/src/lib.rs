@@ -10,3 +10,4 @@ pub mod http;
 pub mod modules;
 pub mod ops;
 pub mod startup;
+pub mod telemetry;

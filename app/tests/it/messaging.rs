@@ -493,3 +493,27 @@ both_backends! {
         assert_eq!(seqs.into_iter().map(|(s,)| s).collect::<Vec<_>>(), expected);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_expose_appends_handling_lag_and_http_latency() {
+    let app = TestApp::spawn(crate::support::Kind::Sqlite, "metrics")
+        .await
+        .unwrap();
+    register(&app, "Ada", "ada@example.com").await;
+    app.settled().await;
+    let answer = app.get("/metrics").await;
+    assert_eq!(answer.status, 200);
+    assert!(answer.content_type().starts_with("text/plain"));
+    let text = answer.body.as_str().unwrap();
+    // The recorder is process-wide and tests run in parallel: check the series, not values.
+    for series in [
+        r#"bounded_outbox_appended_events_total{source="customers"}"#,
+        r#"bounded_events_handled_total{subscription="orders<-customers"}"#,
+        r#"bounded_subscription_lag_events{subscription="payments<-customers"}"#,
+        r#"bounded_subscription_lag_seconds{subscription="orders<-inventory"}"#,
+        r#"bounded_subscription_parked_events{subscription="orders<-customers"}"#,
+        r#"bounded_http_request_duration_seconds_bucket{method="POST",route="/customers",status="201""#,
+    ] {
+        assert!(text.contains(series), "{series} missing from:\n{text}");
+    }
+}

@@ -53,7 +53,7 @@ impl Workers {
 }
 
 /// One subscription's position, for `/ops/subscriptions`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct SubscriptionStatus {
     pub name: String,
     pub source: String,
@@ -64,6 +64,8 @@ pub struct SubscriptionStatus {
     pub head_seq: i64,
     /// `head_seq - checkpoint`: events committed but not applied yet.
     pub lag: i64,
+    /// Age of the oldest event not applied yet (0 when caught up).
+    pub lag_seconds: f64,
     /// Events given up on, waiting for an operator.
     pub parked: i64,
     /// Later events of parked events' aggregates, held back to keep their order.
@@ -211,7 +213,17 @@ impl Bus {
             let checkpoint = subscription::checkpoint(&consumer, &subscription.name).await?;
             let head_seq = outbox::head(&source).await?;
             let (parked, blocked) = dead_letters::counts(&consumer, &subscription.name).await?;
+            let lag_seconds = if head_seq > checkpoint {
+                outbox::occurred_at(&source, checkpoint + 1)
+                    .await?
+                    .map_or(0.0, |at| {
+                        (crate::clock::now() - at).as_seconds_f64().max(0.0)
+                    })
+            } else {
+                0.0
+            };
             out.push(SubscriptionStatus {
+                lag_seconds,
                 parked,
                 blocked,
                 name: subscription.name.clone(),

@@ -60,7 +60,7 @@ pub async fn append<E: IntegrationEvent>(
             .execute(&mut **conn)
             .await?;
     }
-    tx.appended = true;
+    tx.appended += 1;
     Ok((id, seq))
 }
 
@@ -139,4 +139,16 @@ pub async fn head(db: &ModuleDb) -> Result<i64, StorageError> {
     })
     .map_err(|e| db.classify(e))?;
     Ok(seq)
+}
+
+/// When the event at `seq` was committed, if it is still in the log.
+pub async fn occurred_at(db: &ModuleDb, seq: i64) -> Result<Option<OffsetDateTime>, StorageError> {
+    let row: Option<(OffsetDateTime,)> = with_reader!(db.reader()?, |pool| {
+        sqlx::query_as("SELECT occurred_at FROM outbox WHERE seq = $1")
+            .bind(seq)
+            .fetch_optional(pool)
+            .await
+    })
+    .map_err(|e| db.classify(e))?;
+    Ok(row.map(|(at,)| at))
 }

@@ -248,8 +248,11 @@ pub(crate) async fn step(
                         i32::try_from(failure.attempts).unwrap_or(i32::MAX),
                     )
                     .await?;
+                    let step = commit_checkpoint(tx, &subscription.name, event.seq).await?;
                     tracing::error!(subscription = %subscription.name, event.id = %event.id, event.seq = event.seq, attempts = failure.attempts, error = %failure.last_error, "Event parked in dead letters.");
-                    return commit_checkpoint(tx, &subscription.name, event.seq).await;
+                    metrics::counter!("bounded_events_parked_total", "subscription" => subscription.name.clone())
+                        .increment(1);
+                    return Ok(step);
                 }
             }
             _ => events.retain(|e| e.seq < failure.seq),
@@ -283,7 +286,10 @@ pub(crate) async fn step(
             });
         }
     }
-    commit_checkpoint(tx, &subscription.name, last).await
+    let step = commit_checkpoint(tx, &subscription.name, last).await?;
+    metrics::counter!("bounded_events_handled_total", "subscription" => subscription.name.clone())
+        .increment(events.len() as u64);
+    Ok(step)
 }
 
 async fn commit_checkpoint(mut tx: Tx, name: &str, seq: i64) -> Result<Step, StepError> {
@@ -377,6 +383,8 @@ pub(crate) async fn run(
                     _ => 1,
                 };
                 tracing::warn!(subscription = %name, event.id = %event.id, event.seq = event.seq, attempts, error = %last_error, retry_in_ms = backoff.as_millis() as u64, "Event handler failed; retrying.");
+                metrics::counter!("bounded_events_failed_total", "subscription" => name.clone())
+                    .increment(1);
                 failure = Some(Failure {
                     event_id: event.id,
                     seq: event.seq,

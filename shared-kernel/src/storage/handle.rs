@@ -36,9 +36,11 @@ pub enum Reader<'a> {
 pub struct Tx {
     #[doc(hidden)]
     pub conn: TxConn,
-    /// Set by the outbox when an event is appended, so that the commit wakes the publisher.
-    pub(crate) appended: bool,
+    /// Events appended to the outbox in this transaction: the commit wakes the publisher.
+    pub(crate) appended: u64,
     commits: Option<watch::Sender<u64>>,
+    /// The module whose database this is, for metrics.
+    module: Option<&'static str>,
 }
 
 /// The native transaction inside a [`Tx`].
@@ -54,10 +56,13 @@ impl Tx {
             TxConn::Sqlite(tx) => tx.commit().await?,
             TxConn::Postgres(tx) => tx.commit().await?,
         }
-        if self.appended
-            && let Some(commits) = &self.commits
-        {
-            commits.send_modify(|n| *n += 1);
+        if self.appended > 0 {
+            if let Some(commits) = &self.commits {
+                commits.send_modify(|n| *n += 1);
+            }
+            let source = self.module.unwrap_or("unknown");
+            metrics::counter!("bounded_outbox_appended_events_total", "source" => source)
+                .increment(self.appended);
         }
         Ok(())
     }
@@ -152,8 +157,9 @@ impl Db {
         };
         Ok(Tx {
             conn,
-            appended: false,
+            appended: 0,
             commits: None,
+            module: None,
         })
     }
 
@@ -301,6 +307,7 @@ impl ModuleDb {
     pub async fn begin(&self) -> Result<Tx, StorageError> {
         let mut tx = self.db()?.begin().await.map_err(|e| self.classify(e))?;
         tx.commits = Some(self.inner.commits.clone());
+        tx.module = Some(self.inner.module);
         Ok(tx)
     }
 

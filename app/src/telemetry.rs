@@ -1,0 +1,82 @@
+//! Prometheus metrics: the process-wide recorder, the HTTP latency middleware and `/metrics`.
+//!
+//! Counters are recorded where things happen (outbox appends at commit, handled, failed and
+//! parked events in the subscription workers); subscription lag is a gauge refreshed from the
+//! subscriptions' positions at every scrape, so the hot path pays nothing for it.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use shared_kernel::http::Problem;
+use shared_kernel::messaging::Bus;
+
+/// Latency buckets, in seconds, for every histogram.
+const BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// The process-wide recorder. Installed once; every `Application` (several in tests) shares it.
+pub fn prometheus() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new();
+            let recorder = match builder.set_buckets(BUCKETS) {
+                Ok(builder) => builder.build_recorder(),
+                Err(error) => {
+                    tracing::error!(%error, "Invalid histogram buckets; using summaries.");
+                    PrometheusBuilder::new().build_recorder()
+                }
+            };
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("A metrics recorder was already installed; /metrics may be empty.");
+            }
+            handle
+        })
+        .clone()
+}
+
+/// Records `bounded_http_request_duration_seconds{method, route, status}`.
+pub async fn track_http(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    metrics::histogram!(
+        "bounded_http_request_duration_seconds",
+        "method" => method,
+        "route" => route,
+        "status" => response.status().as_u16().to_string(),
+    )
+    .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn render(State(bus): State<Bus>) -> Result<Response, Problem> {
+    for status in bus.status().await? {
+        let name = status.name.clone();
+        metrics::gauge!("bounded_subscription_lag_events", "subscription" => name.clone())
+            .set(status.lag as f64);
+        metrics::gauge!("bounded_subscription_lag_seconds", "subscription" => name.clone())
+            .set(status.lag_seconds);
+        metrics::gauge!("bounded_subscription_parked_events", "subscription" => name.clone())
+            .set(status.parked as f64);
+        metrics::gauge!("bounded_subscription_checkpoint", "subscription" => name)
+            .set(status.checkpoint as f64);
+    }
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        prometheus().render(),
+    )
+        .into_response())
+}
