@@ -13,5 +13,6 @@ mod customers;
 mod inventory;
 mod isolation;
 mod messaging;
+mod messaging_properties;
 mod openapi;
 mod readiness;
