@@ -9,6 +9,7 @@
 //! | `--db-role-password` | `BOUNDED_DB_ROLE_PASSWORD` | none: server's auth rules |
 //! | `--modules` | `BOUNDED_MODULES` | `all` |
 //! | `--default-credit-limit-cents` | `BOUNDED_DEFAULT_CREDIT_LIMIT_CENTS` | `1000000` |
+//! | `--outbox-retention` | `BOUNDED_OUTBOX_RETENTION` | `7d` (`forever` keeps all) |
 //! | `--log-format` | `BOUNDED_LOG_FORMAT` | `text`; `json` for machines |
 //! | log filter | `BOUNDED_LOG` (or `RUST_LOG`) | `info` |
 
@@ -97,6 +98,22 @@ pub struct ServeArgs {
     /// Credit limit of a payment account opened on first sight of a customer (0..=10^15).
     #[arg(long, env = "BOUNDED_DEFAULT_CREDIT_LIMIT_CENTS", default_value_t = 1_000_000, value_parser = clap::value_parser!(i64).range(0..=1_000_000_000_000_000))]
     pub default_credit_limit_cents: i64,
+    /// How long processed events stay in each outbox for rewinds (`7d`, `12h`, or `forever`).
+    #[arg(long, env = "BOUNDED_OUTBOX_RETENTION", default_value = "7d", value_parser = parse_retention)]
+    pub outbox_retention: Retention,
+}
+
+/// Outbox retention: a duration, or forever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention(pub Option<std::time::Duration>);
+
+fn parse_retention(value: &str) -> Result<Retention, String> {
+    if value == "forever" {
+        return Ok(Retention(None));
+    }
+    humantime::parse_duration(value)
+        .map(|d| Retention(Some(d)))
+        .map_err(|e| format!("expected a duration like 7d or 12h, or `forever`: {e}"))
 }
 
 /// The modules a process runs.

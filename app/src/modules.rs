@@ -47,6 +47,7 @@ impl Modules {
         selected: &ModuleSet,
         storage: &StorageConfig,
         default_credit_limit_cents: i64,
+        delivery: DeliveryConfig,
     ) -> Self {
         let opening = REGISTRY
             .iter()
@@ -54,7 +55,7 @@ impl Modules {
             .map(|(name, migrations)| ModuleDb::connect(name, migrations, storage.clone()));
         let databases = join_all(opening).await;
         let db = |name: &str| databases.iter().find(|db| db.module() == name).cloned();
-        let bus = Bus::new(DeliveryConfig::default());
+        let bus = Bus::new(delivery);
         for database in &databases {
             bus.add_module(database.clone());
         }

@@ -9,7 +9,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::config::ServeArgs;
-use shared_kernel::messaging::Workers;
+use shared_kernel::messaging::{DeliveryConfig, Workers};
 
 use crate::modules::Modules;
 
@@ -31,6 +31,10 @@ impl Application {
             &settings.modules,
             &storage,
             settings.default_credit_limit_cents,
+            DeliveryConfig {
+                retention: settings.outbox_retention.0,
+                ..DeliveryConfig::default()
+            },
         )
         .await;
         let workers = modules.bus.start();

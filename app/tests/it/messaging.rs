@@ -517,3 +517,47 @@ async fn metrics_expose_appends_handling_lag_and_http_latency() {
         assert!(text.contains(series), "{series} missing from:\n{text}");
     }
 }
+
+async fn outbox_seqs(app: &TestApp, module: &str) -> Vec<i64> {
+    let reader = app.db(module).reader().unwrap();
+    let rows: Vec<(i64,)> = with_reader!(reader, |pool| {
+        sqlx::query_as("SELECT seq FROM outbox ORDER BY seq")
+            .fetch_all(pool)
+            .await
+    })
+    .unwrap();
+    rows.into_iter().map(|(seq,)| seq).collect()
+}
+
+both_backends! {
+    async fn pruning_never_drops_an_event_a_subscription_has_not_processed(app) {
+        let mut app = app;
+        for i in 0..3 {
+            register(&app, &format!("C{i}"), &format!("c{i}@example.com")).await;
+        }
+        app.settled().await;
+        app.stop_delivery().await;
+        // payments is behind at seq 1; two more events nobody has processed.
+        app.json(Method::POST, "/ops/subscriptions/payments%3C-customers/rewind", json!({"to_seq": 1})).await.ok(200);
+        for i in 3..5 {
+            register(&app, &format!("C{i}"), &format!("c{i}@example.com")).await;
+        }
+        let deleted = app.modules.bus.prune(std::time::Duration::ZERO).await.unwrap();
+        assert_eq!(deleted, 1, "only seq 1 is processed by every subscription of customers");
+        assert_eq!(outbox_seqs(&app, "customers").await, vec![2, 3, 4, 5]);
+        // A retention longer than the events' age keeps them all.
+        assert_eq!(app.modules.bus.prune(std::time::Duration::from_secs(3600)).await.unwrap(), 0);
+
+        app.start_delivery();
+        app.settled().await;
+        assert_eq!(customer_replicas(&app).await.len(), 5);
+        assert_eq!(accounts(&app).await.len(), 5);
+        assert_eq!(app.modules.bus.prune(std::time::Duration::ZERO).await.unwrap(), 4);
+        assert!(outbox_seqs(&app, "customers").await.is_empty());
+        // The log is empty but the numbering goes on: the next event is seq 6.
+        register(&app, "C5", "c5@example.com").await;
+        app.settled().await;
+        assert_eq!(outbox_seqs(&app, "customers").await, vec![6]);
+        assert_eq!(customer_replicas(&app).await.len(), 6);
+    }
+}

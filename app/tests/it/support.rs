@@ -128,6 +128,7 @@ impl TestApp {
             },
             modules: ModuleSet::all(),
             default_credit_limit_cents: 1_000_000,
+            outbox_retention: app::config::Retention(None),
         }
     }
 

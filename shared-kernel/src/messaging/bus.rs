@@ -166,6 +166,13 @@ impl Bus {
                 workers.set.spawn(listen(source, workers.stop.subscribe()));
             }
         }
+        if let Some(retention) = config.retention {
+            workers.set.spawn(prune_periodically(
+                self.clone(),
+                retention,
+                workers.stop.subscribe(),
+            ));
+        }
         for (subscription, consumer, source) in local {
             let applied = watch::Sender::new(0);
             let nudge = watch::Sender::new(());
@@ -296,6 +303,62 @@ impl Bus {
         Ok(dead_letters::discard(&consumer, &subscription, id).await?)
     }
 
+    /// Prunes each local source's outbox of events older than `retention` that every
+    /// subscription to it has processed. A source with a subscription whose position cannot be
+    /// read here (its consumer runs elsewhere or its database is down) is left alone.
+    pub async fn prune(&self, retention: Duration) -> Result<u64, StorageError> {
+        let older_than = crate::clock::now() - retention;
+        let (sources, subscriptions) = {
+            let state = self.read();
+            (state.modules.clone(), state.subscriptions.clone())
+        };
+        let mut total = 0;
+        for (name, source) in sources {
+            let readers: Vec<&Subscription> =
+                subscriptions.iter().filter(|s| s.source == name).collect();
+            let mut low: Option<i64> = None;
+            let mut known = true;
+            for subscription in &readers {
+                let consumer = self.read().modules.get(subscription.consumer).cloned();
+                let Some(consumer) = consumer else {
+                    known = false;
+                    break;
+                };
+                match subscription::checkpoint(&consumer, &subscription.name).await {
+                    Ok(seq) => low = Some(low.map_or(seq, |l| l.min(seq))),
+                    Err(_) => {
+                        known = false;
+                        break;
+                    }
+                }
+            }
+            // Without subscribers there is nobody to keep events for but rewinds; keep them
+            // all until a subscription exists (it starts from 0).
+            let (true, Some(low)) = (known, low) else {
+                continue;
+            };
+            let deleted = outbox::prune(&source, low, older_than).await?;
+            if deleted > 0 {
+                let remaining = outbox::tail(&source).await?;
+                let pruned_up_to = remaining.map_or(low, |tail| tail - 1);
+                for subscription in &readers {
+                    let consumer = self.read().modules.get(subscription.consumer).cloned();
+                    if let Some(consumer) = consumer {
+                        outbox::prune_inbox(&consumer, &subscription.name, pruned_up_to).await?;
+                    }
+                }
+                tracing::info!(
+                    source = name,
+                    deleted,
+                    up_to_seq = pruned_up_to,
+                    "Pruned the outbox."
+                );
+            }
+            total += deleted;
+        }
+        Ok(total)
+    }
+
     /// Waits until every local subscription has applied everything its source has committed
     /// (at the time of each check), or `timeout` passes. Returns whether it settled.
     /// Meant for tests, benchmarks and graceful hand-overs.
@@ -374,6 +437,20 @@ async fn listen(source: ModuleDb, mut stop: watch::Receiver<bool>) {
                 }
             },
             _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Prunes the outboxes every `retention / 10` (between a minute and an hour).
+async fn prune_periodically(bus: Bus, retention: Duration, mut stop: watch::Receiver<bool>) {
+    let every = (retention / 10).clamp(Duration::from_secs(60), Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+        if let Err(error) = bus.prune(retention).await {
+            tracing::warn!(error = %error, "Pruning the outbox failed; trying again later.");
         }
     }
 }

@@ -152,3 +152,53 @@ pub async fn occurred_at(db: &ModuleDb, seq: i64) -> Result<Option<OffsetDateTim
     .map_err(|e| db.classify(e))?;
     Ok(row.map(|(at,)| at))
 }
+
+/// Deletes events at or below `up_to_seq` committed before `older_than`, and the inbox rows
+/// that remember them; returns how many events went. The caller passes the lowest checkpoint
+/// of every subscription to this source, so no unprocessed event is ever dropped.
+pub async fn prune(
+    db: &ModuleDb,
+    up_to_seq: i64,
+    older_than: OffsetDateTime,
+) -> Result<u64, StorageError> {
+    let mut tx = db.begin().await?;
+    let deleted = with_tx!(&mut tx, |conn| {
+        sqlx::query("DELETE FROM outbox WHERE seq <= $1 AND occurred_at < $2")
+            .bind(up_to_seq)
+            .bind(older_than)
+            .execute(conn)
+            .await
+            .map(|done| done.rows_affected())
+    })
+    .map_err(|e| db.classify(e))?;
+    tx.commit().await.map_err(|e| db.classify(e))?;
+    Ok(deleted)
+}
+
+/// Deletes inbox rows of `subscription` for events at or below `seq` of its source: pruned
+/// events can never be delivered again, so their ids need no remembering.
+pub async fn prune_inbox(db: &ModuleDb, subscription: &str, seq: i64) -> Result<u64, StorageError> {
+    let mut tx = db.begin().await?;
+    let deleted = with_tx!(&mut tx, |conn| {
+        sqlx::query("DELETE FROM inbox WHERE subscription = $1 AND seq <= $2")
+            .bind(subscription)
+            .bind(seq)
+            .execute(conn)
+            .await
+            .map(|done| done.rows_affected())
+    })
+    .map_err(|e| db.classify(e))?;
+    tx.commit().await.map_err(|e| db.classify(e))?;
+    Ok(deleted)
+}
+
+/// The lowest seq still in the log (`None` when it is empty).
+pub async fn tail(db: &ModuleDb) -> Result<Option<i64>, StorageError> {
+    let (seq,): (Option<i64>,) = with_reader!(db.reader()?, |pool| {
+        sqlx::query_as("SELECT MIN(seq) FROM outbox")
+            .fetch_one(pool)
+            .await
+    })
+    .map_err(|e| db.classify(e))?;
+    Ok(seq)
+}

@@ -83,6 +83,9 @@ pub struct DeliveryConfig {
     pub max_backoff: Duration,
     /// Attempts of one event before it is parked in dead letters.
     pub max_attempts: u32,
+    /// How long processed events stay in the outbox (for rewinds and rebuilds); `None` keeps
+    /// them forever. Events some subscription has not processed are never pruned.
+    pub retention: Option<Duration>,
 }
 
 impl Default for DeliveryConfig {
@@ -93,6 +96,7 @@ impl Default for DeliveryConfig {
             min_backoff: Duration::from_millis(20),
             max_backoff: Duration::from_secs(5),
             max_attempts: 5,
+            retention: None,
         }
     }
 }
