@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use customers_api::events::{CustomerRegistered, CustomerUpdated};
 use inventory_api::events::{ProductCreated, ProductUpdated};
 use shared_kernel::clock;
-use shared_kernel::messaging::{Envelope, Handler};
+use shared_kernel::messaging::{Envelope, Handler, IntegrationEvent};
 use shared_kernel::storage::Tx;
 use shared_kernel::with_tx;
 use uuid::Uuid;
@@ -32,6 +32,10 @@ impl Handler for CustomerReplicator {
         };
         upsert_customer(tx, id, &name, &email, event.seq).await?;
         Ok(())
+    }
+
+    fn event_types(&self) -> Option<&'static [&'static str]> {
+        Some(&[CustomerRegistered::TYPE, CustomerUpdated::TYPE])
     }
 }
 
@@ -94,5 +98,9 @@ impl Handler for ProductReplicator {
             .map(drop)
         })?;
         Ok(())
+    }
+
+    fn event_types(&self) -> Option<&'static [&'static str]> {
+        Some(&[ProductCreated::TYPE, ProductUpdated::TYPE])
     }
 }

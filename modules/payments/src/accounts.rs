@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use customers_api::events::CustomerRegistered;
 use shared_kernel::clock;
-use shared_kernel::messaging::{Envelope, Handler};
+use shared_kernel::messaging::{Envelope, Handler, IntegrationEvent};
 use shared_kernel::storage::Tx;
 use shared_kernel::with_tx;
 
@@ -34,5 +34,9 @@ impl Handler for AccountOpener {
             .map(drop)
         })?;
         Ok(())
+    }
+
+    fn event_types(&self) -> Option<&'static [&'static str]> {
+        Some(&[CustomerRegistered::TYPE])
     }
 }

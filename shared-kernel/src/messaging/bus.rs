@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use super::dead_letters::{self, DeadLetter, DeadLetterError};
+use super::log::{EventLog, OutboxLog};
 use super::outbox;
 use super::subscription::{self, DeliveryConfig, Subscription};
 use crate::storage::{ModuleDb, StorageError};
@@ -29,6 +30,8 @@ pub struct Bus {
 #[derive(Debug)]
 struct State {
     modules: BTreeMap<&'static str, ModuleDb>,
+    /// The log of every source readable here: local outboxes, and later remote streams.
+    logs: BTreeMap<&'static str, Arc<dyn EventLog>>,
     subscriptions: Vec<Subscription>,
     config: DeliveryConfig,
     /// Last seq applied per running subscription, updated after each committed batch.
@@ -88,6 +91,7 @@ impl Bus {
         Self {
             state: Arc::new(RwLock::new(State {
                 modules: BTreeMap::new(),
+                logs: BTreeMap::new(),
                 subscriptions: Vec::new(),
                 config,
                 applied: BTreeMap::new(),
@@ -106,7 +110,11 @@ impl Bus {
 
     /// Makes a local module's outbox available as a source and its database as a consumer.
     pub fn add_module(&self, db: ModuleDb) {
-        self.write().modules.insert(db.module(), db);
+        let mut state = self.write();
+        state
+            .logs
+            .insert(db.module(), Arc::new(OutboxLog::new(db.clone())));
+        state.modules.insert(db.module(), db);
     }
 
     /// Adds a subscription; it runs from the next [`Bus::start`] if both its modules are local.
@@ -114,8 +122,13 @@ impl Bus {
         self.write().subscriptions.push(subscription);
     }
 
-    /// Every subscription whose consumer and source both run here, with their databases.
-    fn local(&self) -> Vec<(Subscription, ModuleDb, ModuleDb)> {
+    /// Makes a source's log readable here without its database: a source in another process.
+    pub fn add_log(&self, log: Arc<dyn EventLog>) {
+        self.write().logs.insert(log.source(), log);
+    }
+
+    /// Every subscription whose consumer runs here and whose source's log is readable here.
+    fn local(&self) -> Vec<(Subscription, ModuleDb, Arc<dyn EventLog>)> {
         let state = self.read();
         state
             .subscriptions
@@ -124,13 +137,16 @@ impl Bus {
                 Some((
                     s.clone(),
                     state.modules.get(s.consumer)?.clone(),
-                    state.modules.get(s.source)?.clone(),
+                    state.logs.get(s.source)?.clone(),
                 ))
             })
             .collect()
     }
 
-    fn local_named(&self, name: &str) -> Result<(Subscription, ModuleDb, ModuleDb), BusError> {
+    fn local_named(
+        &self,
+        name: &str,
+    ) -> Result<(Subscription, ModuleDb, Arc<dyn EventLog>), BusError> {
         self.local()
             .into_iter()
             .find(|(s, _, _)| s.name == name)
@@ -157,10 +173,16 @@ impl Bus {
             }
         }
         // Commits of other processes on the same Postgres database arrive as notifications.
-        let mut sources: Vec<ModuleDb> =
-            local.iter().map(|(_, _, source)| source.clone()).collect();
-        sources.sort_by_key(ModuleDb::module);
-        sources.dedup_by_key(|db| db.module());
+        let sources: Vec<ModuleDb> = {
+            let state = self.read();
+            let mut names: Vec<&str> = local.iter().map(|(_, _, log)| log.source()).collect();
+            names.sort_unstable();
+            names.dedup();
+            names
+                .into_iter()
+                .filter_map(|name| state.modules.get(name).cloned())
+                .collect()
+        };
         for source in sources {
             if matches!(source.db(), Ok(crate::storage::Db::Postgres(_))) {
                 workers.set.spawn(listen(source, workers.stop.subscribe()));
@@ -218,11 +240,13 @@ impl Bus {
         let mut out = Vec::new();
         for (subscription, consumer, source) in self.local() {
             let checkpoint = subscription::checkpoint(&consumer, &subscription.name).await?;
-            let head_seq = outbox::head(&source).await?;
+            let head_seq = source.head().await.map_err(unavailable(&subscription))?;
             let (parked, blocked) = dead_letters::counts(&consumer, &subscription.name).await?;
             let lag_seconds = if head_seq > checkpoint {
-                outbox::occurred_at(&source, checkpoint + 1)
-                    .await?
+                source
+                    .occurred_at(checkpoint + 1)
+                    .await
+                    .map_err(unavailable(&subscription))?
                     .map_or(0.0, |at| {
                         (crate::clock::now() - at).as_seconds_f64().max(0.0)
                     })
@@ -451,6 +475,17 @@ async fn prune_periodically(bus: Bus, retention: Duration, mut stop: watch::Rece
         }
         if let Err(error) = bus.prune(retention).await {
             tracing::warn!(error = %error, "Pruning the outbox failed; trying again later.");
+        }
+    }
+}
+
+/// A source log that cannot be read makes the subscription's status unavailable.
+fn unavailable(subscription: &Subscription) -> impl Fn(anyhow::Error) -> StorageError + '_ {
+    move |error| {
+        tracing::warn!(subscription = %subscription.name, error = format!("{error:#}"), "Cannot read the source's log.");
+        StorageError::Unavailable {
+            module: subscription.source,
+            source: None,
         }
     }
 }

@@ -18,6 +18,14 @@ pub trait IntegrationEvent: Serialize + DeserializeOwned {
     const AGGREGATE_TYPE: &'static str;
     /// The aggregate's id; events of one aggregate are delivered in order.
     fn aggregate_id(&self) -> String;
+
+    /// Turns the payload of an older `version` of this event into the current shape, or
+    /// `None` when that version cannot be read any more. Readers call it through
+    /// [`Envelope::decode`]; stored events are never rewritten.
+    fn upcast(version: i32, payload: serde_json::Value) -> Option<serde_json::Value> {
+        let _ = (version, payload);
+        None
+    }
 }
 
 /// Causal context of an event, carried into the events it causes.
@@ -77,12 +85,20 @@ pub struct MalformedEvent {
 impl Envelope {
     /// The payload as `E` when the envelope carries an `E` (same name and version); `None` for
     /// any other event, which a tolerant consumer ignores. Unknown payload fields are ignored.
+    ///
+    /// An older version is upcast first ([`IntegrationEvent::upcast`]); a newer version than
+    /// this reader knows is, like an unknown type, not for it (`None`).
     pub fn decode<E: IntegrationEvent>(&self) -> Option<Result<E, MalformedEvent>> {
-        if self.event_type != E::TYPE || self.event_version != E::VERSION {
+        if self.event_type != E::TYPE || self.event_version > E::VERSION {
             return None;
         }
+        let payload = if self.event_version == E::VERSION {
+            self.payload.clone()
+        } else {
+            E::upcast(self.event_version, self.payload.clone())?
+        };
         Some(
-            serde_json::from_value(self.payload.clone()).map_err(|source| MalformedEvent {
+            serde_json::from_value(payload).map_err(|source| MalformedEvent {
                 event_id: self.id,
                 event_type: self.event_type.clone(),
                 event_version: self.event_version,
@@ -94,5 +110,91 @@ impl Envelope {
     /// `customers.CustomerRegistered@1`.
     pub fn name(&self) -> String {
         format!("{}@{}", self.event_type, self.event_version)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// Version 2 split `name` into `first` and `last`.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Renamed {
+        id: String,
+        first: String,
+        last: String,
+    }
+
+    impl IntegrationEvent for Renamed {
+        const TYPE: &'static str = "test.Renamed";
+        const VERSION: i32 = 2;
+        const AGGREGATE_TYPE: &'static str = "thing";
+        fn aggregate_id(&self) -> String {
+            self.id.clone()
+        }
+        fn upcast(version: i32, mut payload: serde_json::Value) -> Option<serde_json::Value> {
+            (version == 1).then(|| {
+                let name = payload["name"].as_str().unwrap_or_default().to_owned();
+                let (first, last) = name.split_once(' ').unwrap_or((&name, ""));
+                payload["first"] = json!(first);
+                payload["last"] = json!(last);
+                payload
+            })
+        }
+    }
+
+    fn envelope(event_type: &str, version: i32, payload: serde_json::Value) -> Envelope {
+        Envelope {
+            id: Uuid::now_v7(),
+            source: "test".into(),
+            seq: 1,
+            aggregate_type: "thing".into(),
+            aggregate_id: "1".into(),
+            event_type: event_type.into(),
+            event_version: version,
+            occurred_at: crate::clock::now(),
+            correlation_id: None,
+            causation_id: None,
+            headers: BTreeMap::new(),
+            payload,
+        }
+    }
+
+    #[test]
+    fn old_versions_are_upcast_and_unknown_fields_ignored() {
+        let v1 = envelope(
+            "test.Renamed",
+            1,
+            json!({"id": "1", "name": "Ada Lovelace", "extra": 1}),
+        );
+        let decoded = v1.decode::<Renamed>().unwrap().unwrap();
+        assert_eq!(
+            (decoded.first.as_str(), decoded.last.as_str()),
+            ("Ada", "Lovelace")
+        );
+        let v2 = envelope(
+            "test.Renamed",
+            2,
+            json!({"id": "1", "first": "A", "last": "B", "new": true}),
+        );
+        assert_eq!(v2.decode::<Renamed>().unwrap().unwrap().first, "A");
+    }
+
+    #[test]
+    fn other_types_and_newer_versions_are_not_for_this_reader() {
+        assert!(
+            envelope("test.Other", 2, json!({}))
+                .decode::<Renamed>()
+                .is_none()
+        );
+        assert!(
+            envelope("test.Renamed", 3, json!({}))
+                .decode::<Renamed>()
+                .is_none()
+        );
+        let malformed = envelope("test.Renamed", 2, json!({"id": 5}));
+        assert!(malformed.decode::<Renamed>().unwrap().is_err());
     }
 }

@@ -9,9 +9,11 @@
 mod bus;
 pub mod dead_letters;
 mod event;
+mod log;
 pub mod outbox;
 mod subscription;
 
 pub use bus::{Bus, BusError, SubscriptionStatus, Workers};
 pub use event::{Envelope, EventContext, IntegrationEvent, MalformedEvent};
+pub use log::{EventLog, OutboxLog};
 pub use subscription::{DeliveryConfig, Handler, Subscription, checkpoint, rewind};

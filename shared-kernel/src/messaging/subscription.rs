@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::dead_letters;
 use super::event::Envelope;
-use super::outbox;
+use super::log::EventLog;
 use crate::clock;
 use crate::storage::{ModuleDb, StorageError, Tx, TxConn};
 use crate::with_tx;
@@ -30,6 +30,12 @@ pub trait Handler: Send + Sync + 'static {
     /// # Errors
     /// Any error rolls back the whole batch, effects included; the batch is retried.
     async fn handle(&self, tx: &mut Tx, event: &Envelope) -> anyhow::Result<()>;
+
+    /// The event types (`module.EventName`) this handler applies, when it can say: other events
+    /// are then skipped without a call and counted in `bounded_events_ignored_total`.
+    fn event_types(&self) -> Option<&'static [&'static str]> {
+        None
+    }
 }
 
 /// A named, durable subscription of `consumer` to the events of `source`.
@@ -207,6 +213,17 @@ pub(crate) async fn apply(
     subscription: &Subscription,
     event: &Envelope,
 ) -> anyhow::Result<()> {
+    if let Some(types) = subscription.handler.event_types()
+        && !types.contains(&event.event_type.as_str())
+    {
+        metrics::counter!(
+            "bounded_events_ignored_total",
+            "subscription" => subscription.name.clone(),
+            "type" => event.event_type.clone(),
+        )
+        .increment(1);
+        return Ok(());
+    }
     if record_in_inbox(tx, &subscription.name, event).await? {
         subscription.handler.handle(tx, event).await.map_err(|e| {
             e.context(format!(
@@ -229,13 +246,13 @@ pub(crate) async fn apply(
 pub(crate) async fn step(
     subscription: &Subscription,
     consumer: &ModuleDb,
-    source: &ModuleDb,
+    source: &dyn EventLog,
     config: &DeliveryConfig,
     failure: Option<&Failure>,
 ) -> Result<Step, StepError> {
     let mut tx = consumer.begin().await?;
     let from = lock_checkpoint(&mut tx, &subscription.name).await?;
-    let mut events = outbox::read_after(source, from, config.batch_size).await?;
+    let mut events = source.read_after(from, config.batch_size).await?;
     // A failure at or below the checkpoint is behind us (a rewind or another process moved on).
     if let Some(failure) = failure.filter(|f| f.seq > from) {
         match events.first() {
@@ -337,14 +354,14 @@ async fn record_in_inbox(
 pub(crate) async fn run(
     subscription: Subscription,
     consumer: ModuleDb,
-    source: ModuleDb,
+    source: Arc<dyn EventLog>,
     config: DeliveryConfig,
     mut stop: watch::Receiver<bool>,
     mut nudge: watch::Receiver<()>,
     applied: watch::Sender<i64>,
 ) {
     let name = subscription.name.clone();
-    let mut commits = source.outbox_commits();
+    let mut commits = source.wakeups();
     let mut backoff = config.min_backoff;
     let mut ready = false;
     let mut failure: Option<Failure> = None;
@@ -363,7 +380,15 @@ pub(crate) async fn run(
         // Mark the wake-ups seen before looking, so a commit during the batch is not missed.
         commits.mark_unchanged();
         nudge.mark_unchanged();
-        match step(&subscription, &consumer, &source, &config, failure.as_ref()).await {
+        match step(
+            &subscription,
+            &consumer,
+            source.as_ref(),
+            &config,
+            failure.as_ref(),
+        )
+        .await
+        {
             Ok(Step::Applied(seq)) => {
                 if failure.as_ref().is_some_and(|f| seq >= f.seq) {
                     failure = None;
