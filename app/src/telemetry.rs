@@ -13,7 +13,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use shared_kernel::http::Problem;
-use shared_kernel::messaging::Bus;
+use shared_kernel::messaging::{Bus, EventContext};
 
 /// Latency buckets, in seconds, for every histogram.
 const BUCKETS: &[f64] = &[
@@ -79,4 +79,28 @@ pub async fn render(State(bus): State<Bus>) -> Result<Response, Problem> {
         prometheus().render(),
     )
         .into_response())
+}
+
+/// W3C trace-context headers carried from a request into the events it causes.
+const TRACE_HEADERS: [&str; 2] = ["traceparent", "tracestate"];
+
+/// Runs the request inside an [`EventContext`] correlated by its request id and carrying its
+/// `traceparent`/`tracestate`, so that events appended while handling it say where they came
+/// from.
+pub async fn event_context(request: Request, next: Next) -> Response {
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| uuid::Uuid::parse_str(v).ok());
+    let headers = TRACE_HEADERS
+        .iter()
+        .filter_map(|name| {
+            let value = request.headers().get(*name)?.to_str().ok()?;
+            Some(((*name).to_owned(), value.to_owned()))
+        })
+        .collect();
+    EventContext::for_request(request_id, headers)
+        .scope(next.run(request))
+        .await
 }

@@ -563,3 +563,27 @@ both_backends! {
         assert_eq!(customer_replicas(&app).await.len(), 6);
     }
 }
+
+both_backends! {
+    async fn events_carry_the_request_trace_context_and_their_causes(app) {
+        let request_id = Uuid::now_v7();
+        let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let request = axum::http::Request::builder()
+            .method(Method::POST)
+            .uri("/customers")
+            .header("content-type", "application/json")
+            .header("x-request-id", request_id.to_string())
+            .header("traceparent", traceparent)
+            .body(axum::body::Body::from(json!({"name": "Ada", "email": "ada@example.com"}).to_string()))
+            .unwrap();
+        app.send(request).await.ok(201);
+        let events = shared_kernel::messaging::outbox::read_after(app.db("customers"), 0, 10).await.unwrap();
+        assert_eq!(events.len(), 1);
+        let event = &events[0];
+        assert_eq!(event.event_type, "customers.CustomerRegistered");
+        assert_eq!(event.correlation_id, Some(request_id));
+        assert_eq!(event.headers.get("traceparent").map(String::as_str), Some(traceparent));
+        assert_eq!(event.source, "customers");
+        assert_eq!((event.aggregate_type.as_str(), event.seq), ("customer", 1));
+    }
+}

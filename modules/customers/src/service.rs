@@ -145,7 +145,7 @@ impl CustomersApi for Customers {
             name: customer.name.clone(),
             email: customer.email.clone(),
         };
-        outbox::append(&mut tx, &registered, &EventContext::default())
+        outbox::append(&mut tx, &registered, &EventContext::current())
             .await
             .map_err(|e| self.write_error(e, None))?;
         if let Some(key) = &key {
@@ -208,7 +208,7 @@ impl CustomersApi for Customers {
             name: customer.name.clone(),
             email: customer.email.clone(),
         };
-        outbox::append(&mut tx, &updated, &EventContext::default())
+        outbox::append(&mut tx, &updated, &EventContext::current())
             .await
             .map_err(|e| self.write_error(e, None))?;
         tx.commit()

@@ -153,7 +153,7 @@ impl InventoryApi for Inventory {
             name: product.name.clone(),
             price_cents: product.price_cents,
         };
-        outbox::append(&mut tx, &created, &EventContext::default())
+        outbox::append(&mut tx, &created, &EventContext::current())
             .await
             .map_err(|e| self.storage(e))?;
         if let Some(key) = &key {
@@ -217,7 +217,7 @@ impl InventoryApi for Inventory {
             name: product.name.clone(),
             price_cents: product.price_cents,
         };
-        outbox::append(&mut tx, &updated, &EventContext::default())
+        outbox::append(&mut tx, &updated, &EventContext::current())
             .await
             .map_err(|e| self.storage(e))?;
         tx.commit().await.map_err(|e| self.storage(e))?;

@@ -39,7 +39,32 @@ pub struct EventContext {
     pub headers: BTreeMap<String, String>,
 }
 
+tokio::task_local! {
+    static CURRENT: EventContext;
+}
+
 impl EventContext {
+    /// The context of the request or event being handled by this task (see [`Self::scope`]),
+    /// or an empty one outside any.
+    pub fn current() -> Self {
+        CURRENT.try_with(Clone::clone).unwrap_or_default()
+    }
+
+    /// Runs `work` with `self` as [`Self::current`]: events appended inside carry its
+    /// correlation id, causation id and trace headers.
+    pub async fn scope<F: std::future::Future>(self, work: F) -> F::Output {
+        CURRENT.scope(self, work).await
+    }
+
+    /// The context of a request: correlated by the request id, with its W3C trace headers.
+    pub fn for_request(request_id: Option<Uuid>, headers: BTreeMap<String, String>) -> Self {
+        Self {
+            correlation_id: request_id,
+            causation_id: request_id,
+            headers,
+        }
+    }
+
     /// The context of events caused by handling `event`: same correlation, caused by it.
     pub fn caused_by(event: &Envelope) -> Self {
         Self {

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::dead_letters;
-use super::event::Envelope;
+use super::event::{Envelope, EventContext};
 use super::log::EventLog;
 use crate::clock;
 use crate::storage::{ModuleDb, StorageError, Tx, TxConn};
@@ -225,7 +225,10 @@ pub(crate) async fn apply(
         return Ok(());
     }
     if record_in_inbox(tx, &subscription.name, event).await? {
-        subscription.handler.handle(tx, event).await.map_err(|e| {
+        // Events the handler publishes are caused by this one and share its correlation.
+        let context = EventContext::caused_by(event);
+        let handled = context.scope(subscription.handler.handle(tx, event)).await;
+        handled.map_err(|e| {
             e.context(format!(
                 "{} handling {} #{} ({})",
                 subscription.name,
