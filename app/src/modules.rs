@@ -13,6 +13,14 @@ use shared_kernel::storage::{Migrations, ModuleDb, StorageConfig};
 
 use crate::config::ModuleSet;
 
+/// The events each module publishes.
+pub const PUBLISHES: [(&str, &[&str]); 4] = [
+    (customers::NAME, customers::PUBLISHES),
+    (inventory::NAME, inventory::PUBLISHES),
+    (orders::NAME, orders::PUBLISHES),
+    (payments::NAME, payments::PUBLISHES),
+];
+
 /// Every module with its own migrations.
 const REGISTRY: [(&str, &Migrations); 4] = [
     (customers::NAME, &customers::MIGRATIONS),

@@ -36,6 +36,11 @@ struct ModuleMap {
 struct ModuleInfo {
     name: &'static str,
     local: bool,
+    /// Integration event types the module publishes.
+    publishes: Vec<&'static str>,
+    /// Event types its subscriptions apply (a subscription that takes every event of its
+    /// source lists `<source>.*`).
+    consumes: Vec<String>,
 }
 
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, ToSchema)]
@@ -51,11 +56,26 @@ struct Edge {
 #[utoipa::path(get, path = "/ops/modules", tag = "operations", responses((status = 200, body = ModuleMap)))]
 async fn list_modules(State(bus): State<Bus>) -> axum::Json<ModuleMap> {
     let local = bus.local_modules();
-    let modules = crate::config::MODULES
+    let subscriptions = bus.subscriptions();
+    let modules = crate::modules::PUBLISHES
         .iter()
-        .map(|name| ModuleInfo {
-            name,
-            local: local.contains(name),
+        .map(|(name, publishes)| {
+            let mut consumes: Vec<String> = subscriptions
+                .iter()
+                .filter(|s| s.consumer == *name)
+                .flat_map(|s| match s.handler.event_types() {
+                    Some(types) => types.iter().map(|t| (*t).to_owned()).collect(),
+                    None => vec![format!("{}.*", s.source)],
+                })
+                .collect();
+            consumes.sort();
+            consumes.dedup();
+            ModuleInfo {
+                name,
+                local: local.contains(name),
+                publishes: publishes.to_vec(),
+                consumes,
+            }
         })
         .collect();
     let mut event_edges: Vec<Edge> = bus

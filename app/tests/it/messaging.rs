@@ -211,6 +211,21 @@ async fn ops_modules_shows_the_graph_that_arch_graph_draws() {
     assert_eq!(edges("event_edges"), graph.event_edges);
     assert_eq!(edges("call_edges"), graph.call_edges);
     assert_eq!(map["modules"].as_array().unwrap().len(), 4);
+    let orders = &map["modules"][2];
+    assert_eq!(orders["name"], "orders");
+    assert_eq!(
+        orders["consumes"],
+        json!([
+            "customers.CustomerRegistered",
+            "customers.CustomerUpdated",
+            "inventory.ProductCreated",
+            "inventory.ProductUpdated"
+        ])
+    );
+    assert_eq!(
+        map["modules"][0]["publishes"],
+        json!(["customers.CustomerRegistered", "customers.CustomerUpdated"])
+    );
 }
 
 /// Fails for customers whose name starts with "Poison" while `poisoned` is set; otherwise

@@ -8,11 +8,17 @@ mod domain;
 mod http;
 mod service;
 
+use customers_api::events::{CustomerRegistered, CustomerUpdated};
+use shared_kernel::messaging::IntegrationEvent;
+
 pub use http::router;
 pub use service::Customers;
 
 /// The module's name: its database file, Postgres schema and role suffix.
 pub const NAME: &str = "customers";
+
+/// The integration events the module publishes (see `customers_api::events`).
+pub const PUBLISHES: &[&str] = &[CustomerRegistered::TYPE, CustomerUpdated::TYPE];
 
 /// The module's own migrations, nobody else's.
 pub static MIGRATIONS: shared_kernel::storage::Migrations = shared_kernel::storage::Migrations {

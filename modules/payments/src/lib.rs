@@ -11,6 +11,9 @@ use shared_kernel::messaging::Subscription;
 /// The module's name: its database file, Postgres schema and role suffix.
 pub const NAME: &str = "payments";
 
+/// The integration events the module publishes (none yet).
+pub const PUBLISHES: &[&str] = &[];
+
 /// The module's own migrations, nobody else's.
 pub static MIGRATIONS: shared_kernel::storage::Migrations = shared_kernel::storage::Migrations {
     sqlite: sqlx::migrate!("../../migrations/payments/sqlite"),
