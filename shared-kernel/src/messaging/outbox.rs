@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::event::{Envelope, EventContext, IntegrationEvent};
 use crate::clock;
-use crate::storage::{ModuleDb, StorageError, Tx, TxConn};
+use crate::storage::{ModuleDb, StorageError, Tx};
 use crate::{with_reader, with_tx};
 
 /// The Postgres channel on which commits that appended to an outbox are announced.
@@ -52,14 +52,6 @@ pub async fn append<E: IntegrationEvent>(
         .await?;
         Ok::<_, sqlx::Error>(seq)
     })?;
-    if let TxConn::Postgres(conn) = &mut tx.conn {
-        // Delivered at commit, to every process listening on this database: their
-        // subscribers wake as this process's do (the module's schema names the source).
-        sqlx::query("SELECT pg_notify($1, current_schema())")
-            .bind(NOTIFY_CHANNEL)
-            .execute(&mut **conn)
-            .await?;
-    }
     tx.appended += 1;
     Ok((id, seq))
 }

@@ -109,8 +109,8 @@ impl Default for DeliveryConfig {
 
 /// What one batch attempt did.
 pub(crate) enum Step {
-    /// Applied events up to this seq.
-    Applied(i64),
+    /// Applied events up to this seq; `full` when the batch was full, so more may be waiting.
+    Applied { seq: i64, full: bool },
     /// Nothing new after the checkpoint.
     Idle,
 }
@@ -256,6 +256,7 @@ pub(crate) async fn step(
     let mut tx = consumer.begin().await?;
     let from = lock_checkpoint(&mut tx, &subscription.name).await?;
     let mut events = source.read_after(from, config.batch_size).await?;
+    let read = events.len();
     // A failure at or below the checkpoint is behind us (a rewind or another process moved on).
     if let Some(failure) = failure.filter(|f| f.seq > from) {
         match events.first() {
@@ -272,7 +273,7 @@ pub(crate) async fn step(
                         i32::try_from(failure.attempts).unwrap_or(i32::MAX),
                     )
                     .await?;
-                    let step = commit_checkpoint(tx, &subscription.name, event.seq).await?;
+                    let step = commit_checkpoint(tx, &subscription.name, event.seq, true).await?;
                     tracing::error!(subscription = %subscription.name, event.id = %event.id, event.seq = event.seq, attempts = failure.attempts, error = %failure.last_error, "Event parked in dead letters.");
                     metrics::counter!("bounded_events_parked_total", "subscription" => subscription.name.clone())
                         .increment(1);
@@ -310,13 +311,21 @@ pub(crate) async fn step(
             });
         }
     }
-    let step = commit_checkpoint(tx, &subscription.name, last).await?;
+    // More may be waiting when the read filled the batch, or when this batch stopped short
+    // of a failing event.
+    let full = i64::try_from(read).unwrap_or(i64::MAX) >= config.batch_size || events.len() < read;
+    let step = commit_checkpoint(tx, &subscription.name, last, full).await?;
     metrics::counter!("bounded_events_handled_total", "subscription" => subscription.name.clone())
         .increment(events.len() as u64);
     Ok(step)
 }
 
-async fn commit_checkpoint(mut tx: Tx, name: &str, seq: i64) -> Result<Step, StepError> {
+async fn commit_checkpoint(
+    mut tx: Tx,
+    name: &str,
+    seq: i64,
+    full: bool,
+) -> Result<Step, StepError> {
     with_tx!(&mut tx, |conn| {
         sqlx::query("UPDATE subscription_checkpoints SET seq = $2, updated_at = $3 WHERE name = $1")
             .bind(name)
@@ -327,7 +336,7 @@ async fn commit_checkpoint(mut tx: Tx, name: &str, seq: i64) -> Result<Step, Ste
             .map(drop)
     })?;
     tx.commit().await?;
-    Ok(Step::Applied(seq))
+    Ok(Step::Applied { seq, full })
 }
 
 /// Inserts the event into the inbox; `false` when it was applied before.
@@ -392,21 +401,22 @@ pub(crate) async fn run(
         )
         .await
         {
-            Ok(Step::Applied(seq)) => {
+            Ok(Step::Applied { seq, full }) => {
                 if failure.as_ref().is_some_and(|f| seq >= f.seq) {
                     failure = None;
                     backoff = config.min_backoff;
                 }
                 applied.send_replace(seq);
+                if !full {
+                    // A short batch took everything there was: wait for the next commit
+                    // instead of opening a transaction to find nothing. Wake-ups were marked
+                    // seen before the batch, so a commit made meanwhile ends the wait at once.
+                    idle(&mut commits, &mut nudge, &mut stop, config.poll_interval).await;
+                }
             }
             Ok(Step::Idle) => {
                 backoff = config.min_backoff;
-                tokio::select! {
-                    _ = commits.changed() => {}
-                    _ = nudge.changed() => {}
-                    _ = tokio::time::sleep(config.poll_interval) => {}
-                    _ = stop.changed() => {}
-                }
+                idle(&mut commits, &mut nudge, &mut stop, config.poll_interval).await;
             }
             Err(StepError::Event { event, error }) => {
                 let last_error = format!("{error:#}");
@@ -432,6 +442,21 @@ pub(crate) async fn run(
                 backoff = (backoff * 2).min(config.max_backoff);
             }
         }
+    }
+}
+
+/// Waits for the source's next commit, a nudge, stop, or the safety poll.
+async fn idle(
+    commits: &mut watch::Receiver<u64>,
+    nudge: &mut watch::Receiver<()>,
+    stop: &mut watch::Receiver<bool>,
+    poll: Duration,
+) {
+    tokio::select! {
+        _ = commits.changed() => {}
+        _ = nudge.changed() => {}
+        _ = tokio::time::sleep(poll) => {}
+        _ = stop.changed() => {}
     }
 }
 

@@ -54,7 +54,18 @@ impl Tx {
     pub async fn commit(self) -> Result<(), sqlx::Error> {
         match self.conn {
             TxConn::Sqlite(tx) => tx.commit().await?,
-            TxConn::Postgres(tx) => tx.commit().await?,
+            TxConn::Postgres(mut tx) => {
+                if self.appended > 0 {
+                    // Delivered at commit, once per transaction, to every process listening
+                    // on this database: their subscribers wake as this process's do (the
+                    // module's schema names the source).
+                    sqlx::query("SELECT pg_notify($1, current_schema())")
+                        .bind(crate::messaging::outbox::NOTIFY_CHANNEL)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?
+            }
         }
         if self.appended > 0 {
             if let Some(commits) = &self.commits {
