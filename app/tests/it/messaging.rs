@@ -150,6 +150,30 @@ fn marker_id(customer: Uuid) -> Uuid {
     Uuid::from_u128(customer.as_u128() ^ 1)
 }
 
+/// Inserts a test handler's marker row for a registered customer (tagged in `email`); a
+/// second insert for the same customer violates the primary key.
+async fn insert_marker(
+    tx: &mut Tx,
+    registered: &customers_api::events::CustomerRegistered,
+    tag: &str,
+    seq: i64,
+) -> Result<(), sqlx::Error> {
+    with_tx!(tx, |conn| {
+        sqlx::query(
+            "INSERT INTO customer_replicas (customer_id, name, email, source_seq, updated_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(marker_id(registered.customer_id.0))
+        .bind(&registered.name)
+        .bind(tag)
+        .bind(seq)
+        .bind(shared_kernel::clock::now())
+        .execute(conn)
+        .await
+        .map(drop)
+    })
+}
+
 /// Writes a marker row for each event, and fails the first time after writing it.
 struct FailsOnce {
     attempts: Arc<AtomicUsize>,
@@ -162,19 +186,7 @@ impl Handler for FailsOnce {
             return Ok(());
         };
         let registered = registered?;
-        with_tx!(tx, |conn| {
-            sqlx::query(
-                "INSERT INTO customer_replicas (customer_id, name, email, source_seq, updated_at) \
-                 VALUES ($1, $2, 'test-handler', $3, $4)",
-            )
-            .bind(marker_id(registered.customer_id.0))
-            .bind(&registered.name)
-            .bind(event.seq)
-            .bind(shared_kernel::clock::now())
-            .execute(conn)
-            .await
-            .map(drop)
-        })?;
+        insert_marker(tx, &registered, "test-handler", event.seq).await?;
         if self.attempts.fetch_add(1, Ordering::SeqCst) == 0 {
             anyhow::bail!("injected failure after writing");
         }
@@ -406,19 +418,7 @@ impl Handler for Counting {
             return Ok(());
         };
         let registered = registered?;
-        with_tx!(tx, |conn| {
-            sqlx::query(
-                "INSERT INTO customer_replicas (customer_id, name, email, source_seq, updated_at) \
-                 VALUES ($1, $2, 'counted', $3, $4)",
-            )
-            .bind(marker_id(registered.customer_id.0))
-            .bind(&registered.name)
-            .bind(event.seq)
-            .bind(shared_kernel::clock::now())
-            .execute(conn)
-            .await
-            .map(drop)
-        })?;
+        insert_marker(tx, &registered, "counted", event.seq).await?;
         self.calls.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }

@@ -124,6 +124,17 @@ pub(crate) async fn insert(
     })
 }
 
+/// `SELECT <the columns of Row> FROM dead_letters <rest>`, as one static string.
+macro_rules! select_dead_letters {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, subscription, status, error, attempts, seq, aggregate_key, parked_at, \
+             resolved_at, envelope FROM dead_letters ",
+            $rest
+        )
+    };
+}
+
 type Row = (
     Uuid,
     String,
@@ -167,12 +178,9 @@ fn from_row(row: Row) -> DeadLetter {
 /// Every dead letter in `db` (the consumer's database), oldest first.
 pub async fn list(db: &ModuleDb) -> Result<Vec<DeadLetter>, StorageError> {
     let rows: Vec<Row> = with_reader!(db.reader()?, |pool| {
-        sqlx::query_as(
-            "SELECT id, subscription, status, error, attempts, seq, aggregate_key, parked_at, \
-               resolved_at, envelope FROM dead_letters ORDER BY id",
-        )
-        .fetch_all(pool)
-        .await
+        sqlx::query_as(select_dead_letters!("ORDER BY id"))
+            .fetch_all(pool)
+            .await
     })
     .map_err(|e| db.classify(e))?;
     Ok(rows.into_iter().map(from_row).collect())
@@ -196,13 +204,10 @@ pub async fn counts(db: &ModuleDb, subscription: &str) -> Result<(i64, i64), Sto
 
 async fn load(tx: &mut Tx, id: Uuid) -> Result<Option<DeadLetter>, sqlx::Error> {
     let row: Option<Row> = with_tx!(tx, |conn| {
-        sqlx::query_as(
-            "SELECT id, subscription, status, error, attempts, seq, aggregate_key, parked_at, \
-               resolved_at, envelope FROM dead_letters WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(conn)
-        .await
+        sqlx::query_as(select_dead_letters!("WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(conn)
+            .await
     })?;
     Ok(row.map(from_row))
 }
@@ -322,12 +327,10 @@ async fn release(
             .await
             .map_err(|e| db.classify(e))?;
         let next: Option<Row> = with_tx!(&mut tx, |conn| {
-            sqlx::query_as(
-                "SELECT id, subscription, status, error, attempts, seq, aggregate_key, parked_at, \
-                   resolved_at, envelope FROM dead_letters \
-                 WHERE subscription = $1 AND aggregate_key = $2 AND status = 'blocked' \
-                 ORDER BY seq LIMIT 1",
-            )
+            sqlx::query_as(select_dead_letters!(
+                "WHERE subscription = $1 AND aggregate_key = $2 AND status = 'blocked' \
+                     ORDER BY seq LIMIT 1"
+            ))
             .bind(&subscription.name)
             .bind(key)
             .fetch_optional(conn)
