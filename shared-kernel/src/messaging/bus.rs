@@ -424,6 +424,7 @@ async fn listen(source: ModuleDb, mut stop: watch::Receiver<bool>) {
         return;
     };
     let module = source.module();
+    let own = source.tag().to_owned();
     let mut listener = loop {
         let attempt = async {
             let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
@@ -447,8 +448,17 @@ async fn listen(source: ModuleDb, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             notification = listener.recv() => match notification {
-                Ok(n) if n.payload() == module => source.signal_outbox_commit(),
-                Ok(_) => {}
+                Ok(n) => {
+                    // `<module>:<tag>`: another process's commit to this source wakes the
+                    // subscribers here; this handle's own commits already did.
+                    let from_elsewhere = n
+                        .payload()
+                        .split_once(':')
+                        .is_some_and(|(source, tag)| source == module && tag != own);
+                    if from_elsewhere {
+                        source.signal_outbox_commit();
+                    }
+                }
                 Err(error) => {
                     // PgListener reconnects on the next recv; commits missed meanwhile are
                     // picked up by the workers' safety poll.

@@ -41,6 +41,8 @@ pub struct Tx {
     commits: Option<watch::Sender<u64>>,
     /// The module whose database this is, for metrics.
     module: Option<&'static str>,
+    /// The handle's tag, sent with the commit notification (see [`ModuleDb::tag`]).
+    tag: Option<Arc<str>>,
 }
 
 /// The native transaction inside a [`Tx`].
@@ -57,10 +59,12 @@ impl Tx {
             TxConn::Postgres(mut tx) => {
                 if self.appended > 0 {
                     // Delivered at commit, once per transaction, to every process listening
-                    // on this database: their subscribers wake as this process's do (the
-                    // module's schema names the source).
-                    sqlx::query("SELECT pg_notify($1, current_schema())")
+                    // on this database: their subscribers wake as this process's do. The
+                    // payload names the source (the module's schema) and this process, whose
+                    // own subscribers the local wake-up below has reached already.
+                    sqlx::query("SELECT pg_notify($1, current_schema() || ':' || $2)")
                         .bind(crate::messaging::outbox::NOTIFY_CHANNEL)
+                        .bind(self.tag.as_deref().unwrap_or(""))
                         .execute(&mut *tx)
                         .await?;
                 }
@@ -171,6 +175,7 @@ impl Db {
             appended: 0,
             commits: None,
             module: None,
+            tag: None,
         })
     }
 
@@ -210,6 +215,8 @@ struct Inner {
     opened: watch::Sender<bool>,
     /// Counts commits that appended to the outbox: the publisher's wake-up call.
     commits: watch::Sender<u64>,
+    /// Names this handle (in practice: this process) in outbox commit notifications.
+    tag: Arc<str>,
 }
 
 impl Inner {
@@ -219,6 +226,7 @@ impl Inner {
             db: OnceLock::new(),
             opened: watch::Sender::new(false),
             commits: watch::Sender::new(0),
+            tag: Arc::from(uuid::Uuid::now_v7().simple().to_string()),
         }
     }
 
@@ -319,6 +327,7 @@ impl ModuleDb {
         let mut tx = self.db()?.begin().await.map_err(|e| self.classify(e))?;
         tx.commits = Some(self.inner.commits.clone());
         tx.module = Some(self.inner.module);
+        tx.tag = Some(Arc::clone(&self.inner.tag));
         Ok(tx)
     }
 
@@ -326,6 +335,12 @@ impl ModuleDb {
     /// the outbox (announced by Postgres NOTIFY).
     pub fn signal_outbox_commit(&self) {
         self.inner.commits.send_modify(|n| *n += 1);
+    }
+
+    /// Identifies this handle in the Postgres notifications of its outbox commits, so that its
+    /// own listener can skip what the local wake-up has already delivered.
+    pub fn tag(&self) -> &str {
+        &self.inner.tag
     }
 
     /// Changes whenever a transaction that appended to this module's outbox commits.
