@@ -13,20 +13,37 @@ use shared_kernel::storage::{Migrations, ModuleDb, StorageConfig};
 
 use crate::config::ModuleSet;
 
-/// The events each module publishes.
-pub const PUBLISHES: [(&str, &[&str]); 4] = [
-    (customers::NAME, customers::PUBLISHES),
-    (inventory::NAME, inventory::PUBLISHES),
-    (orders::NAME, orders::PUBLISHES),
-    (payments::NAME, payments::PUBLISHES),
-];
+/// What `app` needs to know of a module to run it.
+#[derive(Debug)]
+pub struct Registration {
+    pub name: &'static str,
+    pub migrations: &'static Migrations,
+    /// The integration event types it publishes.
+    pub publishes: &'static [&'static str],
+}
 
-/// Every module with its own migrations.
-const REGISTRY: [(&str, &Migrations); 4] = [
-    (customers::NAME, &customers::MIGRATIONS),
-    (inventory::NAME, &inventory::MIGRATIONS),
-    (orders::NAME, &orders::MIGRATIONS),
-    (payments::NAME, &payments::MIGRATIONS),
+/// Every module of the shop.
+pub const REGISTRY: [Registration; 4] = [
+    Registration {
+        name: customers::NAME,
+        migrations: &customers::MIGRATIONS,
+        publishes: customers::PUBLISHES,
+    },
+    Registration {
+        name: inventory::NAME,
+        migrations: &inventory::MIGRATIONS,
+        publishes: inventory::PUBLISHES,
+    },
+    Registration {
+        name: orders::NAME,
+        migrations: &orders::MIGRATIONS,
+        publishes: orders::PUBLISHES,
+    },
+    Registration {
+        name: payments::NAME,
+        migrations: &payments::MIGRATIONS,
+        publishes: payments::PUBLISHES,
+    },
 ];
 
 /// The modules running in this process.
@@ -59,8 +76,8 @@ impl Modules {
     ) -> Self {
         let opening = REGISTRY
             .iter()
-            .filter(|(name, _)| selected.contains(name))
-            .map(|(name, migrations)| ModuleDb::connect(name, migrations, storage.clone()));
+            .filter(|module| selected.contains(module.name))
+            .map(|module| ModuleDb::connect(module.name, module.migrations, storage.clone()));
         let databases = join_all(opening).await;
         let db = |name: &str| databases.iter().find(|db| db.module() == name).cloned();
         let bus = Bus::new(delivery);
@@ -85,7 +102,10 @@ impl Modules {
 
     /// Creates or upgrades every module's database; fails on the first that cannot be.
     pub async fn migrate(storage: &StorageConfig) -> anyhow::Result<()> {
-        for (name, migrations) in REGISTRY {
+        for Registration {
+            name, migrations, ..
+        } in REGISTRY
+        {
             let db = ModuleDb::open(name, migrations, storage)
                 .await
                 .with_context(|| format!("migrating the {name} database"))?;

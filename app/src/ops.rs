@@ -57,12 +57,13 @@ struct Edge {
 async fn list_modules(State(bus): State<Bus>) -> axum::Json<ModuleMap> {
     let local = bus.local_modules();
     let subscriptions = bus.subscriptions();
-    let modules = crate::modules::PUBLISHES
+    let modules = crate::modules::REGISTRY
         .iter()
-        .map(|(name, publishes)| {
+        .map(|module| {
+            let (name, publishes) = (module.name, module.publishes);
             let mut consumes: Vec<String> = subscriptions
                 .iter()
-                .filter(|s| s.consumer == *name)
+                .filter(|s| s.consumer == name)
                 .flat_map(|s| match s.handler.event_types() {
                     Some(types) => types.iter().map(|t| (*t).to_owned()).collect(),
                     None => vec![format!("{}.*", s.source)],
@@ -72,7 +73,7 @@ async fn list_modules(State(bus): State<Bus>) -> axum::Json<ModuleMap> {
             consumes.dedup();
             ModuleInfo {
                 name,
-                local: local.contains(name),
+                local: local.contains(&name),
                 publishes: publishes.to_vec(),
                 consumes,
             }
@@ -153,12 +154,7 @@ async fn rewind_subscription(
         return Err(Problem::field("to_seq", "must be 0 or more"));
     }
     bus.rewind(&name, rewind.to_seq).await.map_err(problem)?;
-    let status = bus.status().await?;
-    status
-        .into_iter()
-        .find(|s| s.name == name)
-        .map(axum::Json)
-        .ok_or_else(|| Problem::not_found(format!("no subscription named {name:?}")))
+    Ok(axum::Json(bus.status_of(&name).await.map_err(problem)?))
 }
 
 /// Parked events (and the events blocked behind them) with error chain and attempts.
@@ -171,12 +167,7 @@ async fn list_dead_letters(State(bus): State<Bus>) -> Result<axum::Json<Vec<Dead
 }
 
 async fn dead_letter_after(bus: &Bus, id: Uuid) -> Result<axum::Json<DeadLetter>, Problem> {
-    bus.dead_letters()
-        .await?
-        .into_iter()
-        .find(|d| d.id == id)
-        .map(axum::Json)
-        .ok_or_else(|| Problem::not_found(format!("no dead letter with id {id}")))
+    Ok(axum::Json(bus.dead_letter(id).await.map_err(problem)?))
 }
 
 /// Applies a parked event now; on success the events blocked behind it follow, in order.

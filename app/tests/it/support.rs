@@ -105,7 +105,7 @@ pub struct TestApp {
     /// The running subscription workers; `None` while delivery is stopped.
     pub workers: Option<Workers>,
     /// SQLite files or the Postgres database; dropped with the app.
-    _data_dir: TempDir,
+    data_dir: TempDir,
     pub database: Option<TestDatabase>,
 }
 
@@ -157,7 +157,7 @@ impl TestApp {
             router,
             modules,
             workers: Some(workers),
-            _data_dir: data_dir,
+            data_dir,
             database,
         }
     }
@@ -200,7 +200,7 @@ impl TestApp {
     pub fn backend(&self) -> Backend {
         match self.kind {
             Kind::Sqlite => Backend::Sqlite {
-                data_dir: self._data_dir.path().to_owned(),
+                data_dir: self.data_dir.path().to_owned(),
             },
             Kind::Postgres => Backend::Postgres {
                 admin_url: self.database.as_ref().unwrap().url().to_owned(),

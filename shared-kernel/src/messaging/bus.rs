@@ -239,33 +239,15 @@ impl Bus {
     pub async fn status(&self) -> Result<Vec<SubscriptionStatus>, StorageError> {
         let mut out = Vec::new();
         for (subscription, consumer, source) in self.local() {
-            let checkpoint = subscription::checkpoint(&consumer, &subscription.name).await?;
-            let head_seq = source.head().await.map_err(unavailable(&subscription))?;
-            let (parked, blocked) = dead_letters::counts(&consumer, &subscription.name).await?;
-            let lag_seconds = if head_seq > checkpoint {
-                source
-                    .occurred_at(checkpoint + 1)
-                    .await
-                    .map_err(unavailable(&subscription))?
-                    .map_or(0.0, |at| {
-                        (crate::clock::now() - at).as_seconds_f64().max(0.0)
-                    })
-            } else {
-                0.0
-            };
-            out.push(SubscriptionStatus {
-                lag_seconds,
-                parked,
-                blocked,
-                name: subscription.name.clone(),
-                source: subscription.source.to_owned(),
-                consumer: subscription.consumer.to_owned(),
-                checkpoint,
-                head_seq,
-                lag: head_seq - checkpoint,
-            });
+            out.push(position(&subscription, &consumer, source.as_ref()).await?);
         }
         Ok(out)
+    }
+
+    /// The position of one local subscription.
+    pub async fn status_of(&self, name: &str) -> Result<SubscriptionStatus, BusError> {
+        let (subscription, consumer, source) = self.local_named(name)?;
+        Ok(position(&subscription, &consumer, source.as_ref()).await?)
     }
 
     /// Moves a subscription's checkpoint back (or forward) to `seq`.
@@ -304,26 +286,31 @@ impl Bus {
         Ok(out)
     }
 
-    /// Finds the dead letter `id` and the subscription it belongs to.
-    async fn locate(&self, id: Uuid) -> Result<(ModuleDb, Subscription), BusError> {
+    /// Finds the dead letter `id`, the consumer database holding it and its subscription.
+    async fn locate(&self, id: Uuid) -> Result<(DeadLetter, ModuleDb, Subscription), BusError> {
         for consumer in self.consumers() {
-            if let Some(name) = dead_letters::subscription_of(&consumer, id).await? {
-                let (subscription, consumer, _) = self.local_named(&name)?;
-                return Ok((consumer, subscription));
+            if let Some(letter) = dead_letters::get(&consumer, id).await? {
+                let (subscription, consumer, _) = self.local_named(&letter.subscription)?;
+                return Ok((letter, consumer, subscription));
             }
         }
         Err(DeadLetterError::NotFound(id).into())
     }
 
+    /// One dead letter of the local consumers.
+    pub async fn dead_letter(&self, id: Uuid) -> Result<DeadLetter, BusError> {
+        Ok(self.locate(id).await?.0)
+    }
+
     /// Applies a parked event now and releases the events blocked behind it.
     pub async fn retry_dead_letter(&self, id: Uuid) -> Result<(), BusError> {
-        let (consumer, subscription) = self.locate(id).await?;
+        let (_, consumer, subscription) = self.locate(id).await?;
         Ok(dead_letters::retry(&consumer, &subscription, id).await?)
     }
 
     /// Drops a parked event for good and releases the events blocked behind it.
     pub async fn discard_dead_letter(&self, id: Uuid) -> Result<(), BusError> {
-        let (consumer, subscription) = self.locate(id).await?;
+        let (_, consumer, subscription) = self.locate(id).await?;
         Ok(dead_letters::discard(&consumer, &subscription, id).await?)
     }
 
@@ -487,6 +474,39 @@ async fn prune_periodically(bus: Bus, retention: Duration, mut stop: watch::Rece
             tracing::warn!(error = %error, "Pruning the outbox failed; trying again later.");
         }
     }
+}
+
+/// Where `subscription` stands: its checkpoint against its source's head, and its dead letters.
+async fn position(
+    subscription: &Subscription,
+    consumer: &ModuleDb,
+    source: &dyn EventLog,
+) -> Result<SubscriptionStatus, StorageError> {
+    let checkpoint = subscription::checkpoint(consumer, &subscription.name).await?;
+    let head_seq = source.head().await.map_err(unavailable(subscription))?;
+    let (parked, blocked) = dead_letters::counts(consumer, &subscription.name).await?;
+    let lag_seconds = if head_seq > checkpoint {
+        source
+            .occurred_at(checkpoint + 1)
+            .await
+            .map_err(unavailable(subscription))?
+            .map_or(0.0, |at| {
+                (crate::clock::now() - at).as_seconds_f64().max(0.0)
+            })
+    } else {
+        0.0
+    };
+    Ok(SubscriptionStatus {
+        name: subscription.name.clone(),
+        source: subscription.source.to_owned(),
+        consumer: subscription.consumer.to_owned(),
+        checkpoint,
+        head_seq,
+        lag: head_seq - checkpoint,
+        lag_seconds,
+        parked,
+        blocked,
+    })
 }
 
 /// A source log that cannot be read makes the subscription's status unavailable.

@@ -186,6 +186,18 @@ pub async fn list(db: &ModuleDb) -> Result<Vec<DeadLetter>, StorageError> {
     Ok(rows.into_iter().map(from_row).collect())
 }
 
+/// One dead letter of `db`, by id.
+pub async fn get(db: &ModuleDb, id: Uuid) -> Result<Option<DeadLetter>, StorageError> {
+    let row: Option<Row> = with_reader!(db.reader()?, |pool| {
+        sqlx::query_as(select_dead_letters!("WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+    })
+    .map_err(|e| db.classify(e))?;
+    Ok(row.map(from_row))
+}
+
 /// Counts of parked and blocked events of one subscription.
 pub async fn counts(db: &ModuleDb, subscription: &str) -> Result<(i64, i64), StorageError> {
     let (parked, blocked): (i64, i64) = with_reader!(db.reader()?, |pool| {
@@ -210,18 +222,6 @@ async fn load(tx: &mut Tx, id: Uuid) -> Result<Option<DeadLetter>, sqlx::Error> 
             .await
     })?;
     Ok(row.map(from_row))
-}
-
-/// The subscription a dead letter belongs to, if it is in `db`.
-pub async fn subscription_of(db: &ModuleDb, id: Uuid) -> Result<Option<String>, StorageError> {
-    let row: Option<(String,)> = with_reader!(db.reader()?, |pool| {
-        sqlx::query_as("SELECT subscription FROM dead_letters WHERE id = $1")
-            .bind(id)
-            .fetch_optional(pool)
-            .await
-    })
-    .map_err(|e| db.classify(e))?;
-    Ok(row.map(|(name,)| name))
 }
 
 async fn set_status(
@@ -272,6 +272,26 @@ async fn begin_on_parked(
     Ok((tx, letter))
 }
 
+/// After a failed attempt (whose transaction was rolled back): records the dead letter as
+/// parked with the attempt's error, under the subscription's checkpoint lock.
+async fn keep_parked(
+    db: &ModuleDb,
+    subscription: &Subscription,
+    id: Uuid,
+    error: &str,
+    attempts: i32,
+) -> Result<(), DeadLetterError> {
+    let mut tx = db.begin().await?;
+    lock_checkpoint(&mut tx, &subscription.name)
+        .await
+        .map_err(|e| db.classify(e))?;
+    set_status(&mut tx, id, "parked", Some(error), attempts)
+        .await
+        .map_err(|e| db.classify(e))?;
+    tx.commit().await.map_err(|e| db.classify(e))?;
+    Ok(())
+}
+
 /// Applies a parked event now; on success releases the events blocked behind it, in order.
 pub async fn retry(
     db: &ModuleDb,
@@ -290,11 +310,7 @@ pub async fn retry(
         Err(error) => {
             drop(tx);
             let chain = format!("{error:#}");
-            let (mut tx, _) = begin_on_parked(db, subscription, id).await?;
-            set_status(&mut tx, id, "parked", Some(&chain), letter.attempts + 1)
-                .await
-                .map_err(|e| db.classify(e))?;
-            tx.commit().await.map_err(|e| db.classify(e))?;
+            keep_parked(db, subscription, id, &chain, letter.attempts + 1).await?;
             Err(DeadLetterError::StillFailing(chain))
         }
     }
@@ -349,15 +365,7 @@ async fn release(
             }
             Err(error) => {
                 drop(tx);
-                let chain = format!("{error:#}");
-                let mut tx = db.begin().await?;
-                lock_checkpoint(&mut tx, &subscription.name)
-                    .await
-                    .map_err(|e| db.classify(e))?;
-                set_status(&mut tx, letter.id, "parked", Some(&chain), 1)
-                    .await
-                    .map_err(|e| db.classify(e))?;
-                tx.commit().await.map_err(|e| db.classify(e))?;
+                keep_parked(db, subscription, letter.id, &format!("{error:#}"), 1).await?;
                 return Ok(());
             }
         }
