@@ -9,6 +9,7 @@
 //! | `--db-role-password` | `BOUNDED_DB_ROLE_PASSWORD` | none: server's auth rules |
 //! | `--modules` | `BOUNDED_MODULES` | `all` |
 //! | `--default-credit-limit-cents` | `BOUNDED_DEFAULT_CREDIT_LIMIT_CENTS` | `1000000` |
+//! | `--saga-timeout` | `BOUNDED_SAGA_TIMEOUT` | `30s` |
 //! | `--outbox-retention` | `BOUNDED_OUTBOX_RETENTION` | `7d` (`forever` keeps all) |
 //! | `--log-format` | `BOUNDED_LOG_FORMAT` | `text`; `json` for machines |
 //! | log filter | `BOUNDED_LOG` (or `RUST_LOG`) | `info` |
@@ -98,6 +99,9 @@ pub struct ServeArgs {
     /// Credit limit of a payment account opened on first sight of a customer (0..=10^15).
     #[arg(long, env = "BOUNDED_DEFAULT_CREDIT_LIMIT_CENTS", default_value_t = 1_000_000, value_parser = clap::value_parser!(i64).range(0..=1_000_000_000_000_000))]
     pub default_credit_limit_cents: i64,
+    /// How long an order's saga waits for stock and payment before rejecting it (`timeout`).
+    #[arg(long, env = "BOUNDED_SAGA_TIMEOUT", default_value = "30s", value_parser = parse_saga_timeout)]
+    pub saga_timeout: std::time::Duration,
     /// How long processed events stay in each outbox for rewinds (`7d`, `12h`, or `forever`).
     #[arg(long, env = "BOUNDED_OUTBOX_RETENTION", default_value = "7d", value_parser = parse_retention)]
     pub outbox_retention: Retention,
@@ -114,6 +118,15 @@ fn parse_retention(value: &str) -> Result<Retention, String> {
     humantime::parse_duration(value)
         .map(|d| Retention(Some(d)))
         .map_err(|e| format!("expected a duration like 7d or 12h, or `forever`: {e}"))
+}
+
+fn parse_saga_timeout(value: &str) -> Result<std::time::Duration, String> {
+    let timeout = humantime::parse_duration(value)
+        .map_err(|e| format!("expected a duration like 30s or 2m: {e}"))?;
+    if timeout.is_zero() || timeout > std::time::Duration::from_secs(24 * 3600) {
+        return Err("must be more than 0 and at most 24h".into());
+    }
+    Ok(timeout)
 }
 
 /// The modules a process runs.
@@ -186,6 +199,7 @@ mod tests {
         };
         assert_eq!(args.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(args.modules, ModuleSet::all());
+        assert_eq!(args.saga_timeout, std::time::Duration::from_secs(30));
         let config = args.storage.storage_config();
         assert_eq!(
             config.default,
@@ -205,5 +219,11 @@ mod tests {
         assert!(parse_module_backend("inventory=postgres://u@h/db").is_ok());
         assert!(parse_module_backend("inventory=mysql://h").is_err());
         assert!(parse_module_backend("shipping=postgres://h").is_err());
+        assert_eq!(
+            parse_saga_timeout("250ms").unwrap(),
+            std::time::Duration::from_millis(250)
+        );
+        assert!(parse_saga_timeout("0s").is_err());
+        assert!(parse_saga_timeout("soon").is_err());
     }
 }

@@ -32,6 +32,8 @@ const READY_PING_TIMEOUT: Duration = Duration::from_secs(2);
     tags(
         (name = "customers", description = "Customers module"),
         (name = "inventory", description = "Catalog and stock"),
+        (name = "orders", description = "Orders and the order saga"),
+        (name = "payments", description = "Event-sourced payment accounts and payments"),
         (name = "operations", description = "Health, readiness and the API description"),
     )
 )]
@@ -46,6 +48,12 @@ pub fn router(modules: &Modules) -> Router {
     }
     if let Some(inventory) = &modules.inventory {
         api = api.merge(inventory::router(inventory.clone()));
+    }
+    if let Some(orders) = &modules.orders {
+        api = api.merge(orders::router(orders.clone()));
+    }
+    if let Some(payments) = &modules.payments {
+        api = api.merge(payments::router(payments.clone()));
     }
     let ops = OpenApiRouter::new()
         .routes(routes!(health))

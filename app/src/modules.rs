@@ -8,8 +8,12 @@ use anyhow::Context as _;
 use customers_api::CustomersApi;
 use futures::future::join_all;
 use inventory_api::InventoryApi;
+use orders_api::OrdersApi;
+use payments_api::PaymentsApi;
 use shared_kernel::messaging::{Bus, DeliveryConfig};
 use shared_kernel::storage::{Migrations, ModuleDb, StorageConfig};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::config::ModuleSet;
 
@@ -20,6 +24,8 @@ pub struct Registration {
     pub migrations: &'static Migrations,
     /// The integration event types it publishes.
     pub publishes: &'static [&'static str],
+    /// The modules whose APIs it calls.
+    pub calls: &'static [&'static str],
 }
 
 /// Every module of the shop.
@@ -28,23 +34,49 @@ pub const REGISTRY: [Registration; 4] = [
         name: customers::NAME,
         migrations: &customers::MIGRATIONS,
         publishes: customers::PUBLISHES,
+        calls: customers::CALLS,
     },
     Registration {
         name: inventory::NAME,
         migrations: &inventory::MIGRATIONS,
         publishes: inventory::PUBLISHES,
+        calls: inventory::CALLS,
     },
     Registration {
         name: orders::NAME,
         migrations: &orders::MIGRATIONS,
         publishes: orders::PUBLISHES,
+        calls: orders::CALLS,
     },
     Registration {
         name: payments::NAME,
         migrations: &payments::MIGRATIONS,
         publishes: payments::PUBLISHES,
+        calls: payments::CALLS,
     },
 ];
+
+/// Settings of the modules' behaviour (as opposed to where their data lives).
+#[derive(Debug, Clone, Copy)]
+pub struct ModuleSettings {
+    pub default_credit_limit_cents: i64,
+    pub saga_timeout: std::time::Duration,
+    pub delivery: DeliveryConfig,
+}
+
+/// Background timers of the local modules (the orders saga deadline), stopped on shutdown.
+#[derive(Debug)]
+pub struct Timers {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Timers {
+    pub async fn stop(self) {
+        self.stop.send_replace(true);
+        join_all(self.tasks).await;
+    }
+}
 
 /// The modules running in this process.
 #[derive(Clone)]
@@ -53,6 +85,10 @@ pub struct Modules {
     pub databases: Vec<ModuleDb>,
     pub customers: Option<Arc<dyn CustomersApi>>,
     pub inventory: Option<Arc<dyn InventoryApi>>,
+    pub orders: Option<Arc<dyn OrdersApi>>,
+    pub payments: Option<Arc<dyn PaymentsApi>>,
+    /// The orders module itself, for its saga timer.
+    saga_timer: Option<orders::Orders>,
     /// Every subscription of the local modules, over their outboxes.
     pub bus: Bus,
 }
@@ -71,8 +107,7 @@ impl Modules {
     pub async fn start(
         selected: &ModuleSet,
         storage: &StorageConfig,
-        default_credit_limit_cents: i64,
-        delivery: DeliveryConfig,
+        settings: ModuleSettings,
     ) -> Self {
         let opening = REGISTRY
             .iter()
@@ -80,24 +115,84 @@ impl Modules {
             .map(|module| ModuleDb::connect(module.name, module.migrations, storage.clone()));
         let databases = join_all(opening).await;
         let db = |name: &str| databases.iter().find(|db| db.module() == name).cloned();
-        let bus = Bus::new(delivery);
+        let bus = Bus::new(settings.delivery);
         for database in &databases {
             bus.add_module(database.clone());
         }
+        let customers = db(customers::NAME)
+            .map(|db| Arc::new(customers::Customers::new(db)) as Arc<dyn CustomersApi>);
+        let inventory = db(inventory::NAME)
+            .map(|db| Arc::new(inventory::Inventory::new(db)) as Arc<dyn InventoryApi>);
+        // Orders calls customers and inventory at placement; without them here (and, until
+        // split mode, without remote clients) it cannot run in this process.
+        let saga_timer = match (db(orders::NAME), &customers, &inventory) {
+            (Some(db), Some(customers), Some(inventory)) => Some(orders::Orders::new(
+                db,
+                customers.clone(),
+                inventory.clone(),
+                orders::OrdersConfig {
+                    saga_timeout: settings.saga_timeout,
+                },
+            )),
+            (Some(_), _, _) => {
+                tracing::warn!(
+                    "The orders module needs customers and inventory in this process; its endpoints are off."
+                );
+                None
+            }
+            _ => None,
+        };
+        // Payments checks customers when a credit limit is set.
+        let payments = match (db(payments::NAME), &customers) {
+            (Some(db), Some(customers)) => Some(payments::Payments::new(
+                db,
+                customers.clone(),
+                payments::PaymentsConfig {
+                    default_credit_limit_cents: settings.default_credit_limit_cents,
+                    ..payments::PaymentsConfig::default()
+                },
+            )),
+            (Some(_), None) => {
+                tracing::warn!(
+                    "The payments module needs customers in this process; its endpoints are off."
+                );
+                None
+            }
+            _ => None,
+        };
         let subscriptions = orders::subscriptions()
             .into_iter()
-            .chain(payments::subscriptions(default_credit_limit_cents));
+            .chain(inventory::subscriptions())
+            .chain(payments.iter().flat_map(payments::subscriptions));
         for subscription in subscriptions {
             bus.subscribe(subscription);
         }
         Self {
             bus,
-            customers: db(customers::NAME)
-                .map(|db| Arc::new(customers::Customers::new(db)) as Arc<dyn CustomersApi>),
-            inventory: db(inventory::NAME)
-                .map(|db| Arc::new(inventory::Inventory::new(db)) as Arc<dyn InventoryApi>),
+            customers,
+            inventory,
+            payments: payments.map(|p| Arc::new(p) as Arc<dyn PaymentsApi>),
+            orders: saga_timer
+                .clone()
+                .map(|orders| Arc::new(orders) as Arc<dyn OrdersApi>),
+            saga_timer,
             databases,
         }
+    }
+
+    /// Starts the modules' timers: the saga deadline of orders.
+    pub fn start_timers(&self) -> Timers {
+        let (stop, stopped) = watch::channel(false);
+        let tasks = self
+            .saga_timer
+            .iter()
+            .map(|orders| {
+                let orders = orders.clone();
+                let stopped = stopped.clone();
+                tokio::spawn(async move { orders.run_deadlines(stopped).await })
+            })
+            .collect();
+        Timers { stop, tasks }
     }
 
     /// Creates or upgrades every module's database; fails on the first that cannot be.

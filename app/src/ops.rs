@@ -26,7 +26,7 @@ pub fn router(bus: Bus) -> OpenApiRouter {
 struct ModuleMap {
     /// Every module of the shop, and whether it runs in this process.
     modules: Vec<ModuleInfo>,
-    /// `caller → callee` through a module API. (None yet: the first arrive with the saga.)
+    /// `caller → callee` through a module API.
     call_edges: Vec<Edge>,
     /// `publisher → subscriber` through integration events, one per subscription.
     event_edges: Vec<Edge>,
@@ -89,9 +89,20 @@ async fn list_modules(State(bus): State<Bus>) -> axum::Json<ModuleMap> {
         })
         .collect();
     event_edges.sort();
+    let mut call_edges: Vec<Edge> = crate::modules::REGISTRY
+        .iter()
+        .flat_map(|module| {
+            module.calls.iter().map(|callee| Edge {
+                from: module.name.to_owned(),
+                to: (*callee).to_owned(),
+                subscription: None,
+            })
+        })
+        .collect();
+    call_edges.sort();
     axum::Json(ModuleMap {
         modules,
-        call_edges: Vec::new(),
+        call_edges,
         event_edges,
     })
 }

@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use crate::config::ServeArgs;
 use shared_kernel::messaging::{DeliveryConfig, Workers};
 
-use crate::modules::Modules;
+use crate::modules::{ModuleSettings, Modules, Timers};
 
 /// A bound, wired service that has not started serving yet.
 #[derive(Debug)]
@@ -21,6 +21,8 @@ pub struct Application {
     router: Router,
     /// The subscription workers, stopped after the last request.
     workers: Workers,
+    /// The modules' timers, stopped with the workers.
+    timers: Timers,
 }
 
 impl Application {
@@ -30,14 +32,18 @@ impl Application {
         let modules = Modules::start(
             &settings.modules,
             &storage,
-            settings.default_credit_limit_cents,
-            DeliveryConfig {
-                retention: settings.outbox_retention.0,
-                ..DeliveryConfig::default()
+            ModuleSettings {
+                default_credit_limit_cents: settings.default_credit_limit_cents,
+                saga_timeout: settings.saga_timeout,
+                delivery: DeliveryConfig {
+                    retention: settings.outbox_retention.0,
+                    ..DeliveryConfig::default()
+                },
             },
         )
         .await;
         let workers = modules.bus.start();
+        let timers = modules.start_timers();
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("binding {}", settings.listen))?;
@@ -47,6 +53,7 @@ impl Application {
             modules,
             router,
             workers,
+            timers,
         })
     }
 
@@ -71,8 +78,8 @@ impl Application {
 
     /// Takes the pieces apart, for tests that drive the service without a socket and stop the
     /// subscription workers themselves.
-    pub fn into_parts(self) -> (Router, Modules, Workers) {
-        (self.router, self.modules, self.workers)
+    pub fn into_parts(self) -> (Router, Modules, Workers, Timers) {
+        (self.router, self.modules, self.workers, self.timers)
     }
 
     /// Serves until `shutdown` resolves, then lets in-flight requests finish and closes the
@@ -87,6 +94,7 @@ impl Application {
             .await
             .context("serving HTTP")?;
         self.workers.stop().await;
+        self.timers.stop().await;
         self.modules.close().await;
         tracing::info!("Bounded stopped.");
         Ok(())

@@ -515,13 +515,13 @@ fn call_edges_come_from_dependencies_on_api_crates() {
             .iter()
             .any(|(a, b)| a == "payments" && (b == "payments" || b == "orders"))
     );
-    // payments consumes customers' events: that is an event edge, not a call.
-    assert!(!edges.contains(&("payments".into(), "customers".into())));
+    // inventory consumes orders' events and calls nothing of orders: an event edge only.
+    assert!(!edges.contains(&("inventory".into(), "orders".into())));
     assert!(
         report
             .graph
             .event_edges
-            .contains(&("customers".into(), "payments".into()))
+            .contains(&("orders".into(), "inventory".into()))
     );
 }
 
@@ -823,8 +823,16 @@ fn subscribing_to_events_is_an_event_edge_not_a_call_edge() {
             .event_edges
             .contains(&edge("customers", "payments"))
     );
+    // Inventory only reacts to orders' events; orders calls customers and inventory at
+    // placement, and hears back from inventory and payments through events.
     assert!(
         !report
+            .graph
+            .call_edges
+            .contains(&edge("inventory", "orders"))
+    );
+    assert!(
+        report
             .graph
             .call_edges
             .contains(&edge("orders", "customers"))
@@ -832,7 +840,16 @@ fn subscribing_to_events_is_an_event_edge_not_a_call_edge() {
     assert!(
         report
             .graph
-            .mermaid()
-            .contains("customers -.->|events| orders")
+            .event_edges
+            .contains(&edge("payments", "orders"))
+    );
+    let mermaid = report.graph.mermaid();
+    assert!(
+        mermaid.contains("customers -.->|events| orders"),
+        "{mermaid}"
+    );
+    assert!(
+        mermaid.contains("orders -.->|events| inventory"),
+        "{mermaid}"
     );
 }

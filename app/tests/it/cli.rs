@@ -1,9 +1,7 @@
 //! The `bounded` binary itself: `serve` with no flags, graceful stop, `arch check`.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_bounded");
 
@@ -26,26 +24,7 @@ fn serve_without_flags_starts_on_sqlite_under_data_and_stops_on_sigterm() {
         .unwrap();
     // Read the log on a thread, so that a server that never says where it listens fails the
     // test at the deadline instead of blocking it.
-    let stderr = child.stderr.take().unwrap();
-    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let url = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let Ok(line) = lines.recv_timeout(left) else {
-            child.kill().ok();
-            panic!("the server did not log its URL within 60 s");
-        };
-        if let Some(at) = line.find("url=http://") {
-            break line[at + 4..].split_whitespace().next().unwrap().to_owned();
-        }
-    };
+    let (reader, lines, url) = crate::support::read_log_until_url(&mut child);
     let health = http_get(&url, "/health");
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     assert!(health.ends_with(r#"{"status":"ok"}"#), "{health}");

@@ -9,10 +9,14 @@
 mod support;
 
 mod cli;
+mod crash;
 mod customers;
 mod inventory;
 mod isolation;
 mod messaging;
 mod messaging_properties;
 mod openapi;
+mod orders;
 mod readiness;
+mod saga;
+mod shop;

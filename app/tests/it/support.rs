@@ -1,7 +1,7 @@
 //! `TestApp`: the real router over real module databases, called without a socket.
 
 use app::config::{ModuleSet, ServeArgs, StorageArgs};
-use app::modules::Modules;
+use app::modules::{Modules, Timers};
 use app::startup::Application;
 use axum::Router;
 use axum::body::Body;
@@ -104,9 +104,13 @@ pub struct TestApp {
     pub modules: Modules,
     /// The running subscription workers; `None` while delivery is stopped.
     pub workers: Option<Workers>,
+    /// The saga timer; stopped only when the app is dropped.
+    _timers: Timers,
     /// SQLite files or the Postgres database; dropped with the app.
     data_dir: TempDir,
     pub database: Option<TestDatabase>,
+    /// What the app was built with, for restarts.
+    settings: ServeArgs,
 }
 
 impl TestApp {
@@ -128,6 +132,7 @@ impl TestApp {
             },
             modules: ModuleSet::all(),
             default_credit_limit_cents: 1_000_000,
+            saga_timeout: std::time::Duration::from_secs(30),
             outbox_retention: app::config::Retention(None),
         }
     }
@@ -144,6 +149,42 @@ impl TestApp {
         Some(Self::build(kind, settings, data_dir, database).await)
     }
 
+    /// Like [`Self::spawn`], with settings changed by `configure`.
+    pub async fn spawn_with(
+        kind: Kind,
+        test: &str,
+        configure: impl FnOnce(&mut ServeArgs),
+    ) -> Option<Self> {
+        init_tracing();
+        let data_dir = tempfile::tempdir().unwrap();
+        let database = match kind {
+            Kind::Sqlite => None,
+            Kind::Postgres => Some(TestDatabase::create(&postgres_url(test)?).await),
+        };
+        let mut settings = Self::settings(kind, data_dir.path(), database.as_ref());
+        configure(&mut settings);
+        Some(Self::build(kind, settings, data_dir, database).await)
+    }
+
+    /// Stops this app as a process stops (workers, timers, databases) and starts a new one on
+    /// the same databases, with settings changed by `configure`.
+    pub async fn restart(mut self, configure: impl FnOnce(&mut ServeArgs)) -> Self {
+        self.stop_delivery().await;
+        let Self {
+            kind,
+            modules,
+            data_dir,
+            database,
+            mut settings,
+            _timers,
+            ..
+        } = self;
+        _timers.stop().await;
+        modules.close().await;
+        configure(&mut settings);
+        Self::build(kind, settings, data_dir, database).await
+    }
+
     pub async fn build(
         kind: Kind,
         settings: ServeArgs,
@@ -151,14 +192,17 @@ impl TestApp {
         database: Option<TestDatabase>,
     ) -> Self {
         let application = Application::build(&settings).await.unwrap();
-        let (router, modules, workers) = application.into_parts();
+        let kept = settings.clone();
+        let (router, modules, workers, timers) = application.into_parts();
         Self {
             kind,
             router,
             modules,
             workers: Some(workers),
+            _timers: timers,
             data_dir,
             database,
+            settings: kept,
         }
     }
 
@@ -289,4 +333,39 @@ pub fn init_tracing() {
         .with_env_filter(filter)
         .with_test_writer()
         .try_init();
+}
+
+/// A spawned `bounded serve` whose log (stderr) is read on a thread until the process ends,
+/// so it never blocks on a full pipe; returns the log's lines and the URL it logged, failing
+/// the test if no URL comes within 60 s.
+pub fn read_log_until_url(
+    child: &mut std::process::Child,
+) -> (
+    std::thread::JoinHandle<()>,
+    std::sync::mpsc::Receiver<String>,
+    String,
+) {
+    use std::io::{BufRead, BufReader};
+    use std::time::{Duration, Instant};
+
+    let stderr = child.stderr.take().unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            // Keep draining after the receiver is gone.
+            let _ = lines_tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let url = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(line) = lines.recv_timeout(left) else {
+            child.kill().ok();
+            panic!("the server did not log its URL within 60 s");
+        };
+        if let Some(at) = line.find("url=http://") {
+            break line[at + 4..].split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    (reader, lines, url)
 }

@@ -20,6 +20,9 @@ pub const NAME: &str = "customers";
 /// The integration events the module publishes (see `customers_api::events`).
 pub const PUBLISHES: &[&str] = &[CustomerRegistered::TYPE, CustomerUpdated::TYPE];
 
+/// The modules whose APIs this module calls: none.
+pub const CALLS: &[&str] = &[];
+
 /// The module's own migrations, nobody else's.
 pub static MIGRATIONS: shared_kernel::storage::Migrations = shared_kernel::storage::Migrations {
     sqlite: sqlx::migrate!("../../migrations/customers/sqlite"),

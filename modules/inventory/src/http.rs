@@ -1,4 +1,4 @@
-//! The `/products` endpoints, over any [`InventoryApi`] implementation.
+//! The `/products` and `/reservations` endpoints, over any [`InventoryApi`] implementation.
 
 use std::sync::Arc;
 
@@ -6,7 +6,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use inventory_api::{
     Availability, InventoryApi, InventoryError, NewProduct, Product, ProductId, ProductPatch,
-    SetStock, StockLevel,
+    Reservation, SetStock, StockLevel,
 };
 use shared_kernel::http::{Json, ListParams, Page, Problem, idempotency_key, path_id};
 use utoipa_axum::router::OpenApiRouter;
@@ -21,6 +21,7 @@ pub fn router(api: Api) -> OpenApiRouter {
         .routes(routes!(get_product, update_product))
         .routes(routes!(set_stock))
         .routes(routes!(get_availability))
+        .routes(routes!(get_reservation))
         .with_state(api)
 }
 
@@ -161,4 +162,26 @@ async fn get_availability(
 ) -> Result<axum::Json<Availability>, Problem> {
     let id = product_id(&id)?;
     Ok(axum::Json(api.availability(id).await.map_err(problem)?))
+}
+
+/// The stock reservation of an order: where its units came from and where it stands.
+#[utoipa::path(
+    get, path = "/reservations/{order_id}", tag = "inventory",
+    params(("order_id" = String, Path, description = "Order id (UUID)")),
+    responses(
+        (status = 200, body = Reservation),
+        (status = 404, description = "Inventory has no reservation for the order", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn get_reservation(
+    State(api): State<Api>,
+    Path(order_id): Path<String>,
+) -> Result<axum::Json<Reservation>, Problem> {
+    let order_id = path_id(&order_id, "reservation for order")?;
+    match api.reservation(order_id).await.map_err(problem)? {
+        Some(reservation) => Ok(axum::Json(reservation)),
+        None => Err(Problem::not_found(format!(
+            "no reservation for order {order_id}"
+        ))),
+    }
 }

@@ -1,26 +1,60 @@
 //! The inventory module: the product catalog and stock levels per warehouse.
 //!
-//! Owns `products` and `stock_levels` (in `inventory.sqlite` or schema `inventory`) and serves
-//! `/products…`. Other modules reach it only through [`inventory_api::InventoryApi`].
+//! Owns `products`, `stock_levels`, `reservations` and `reservation_lines` (in
+//! `inventory.sqlite` or schema `inventory`) and serves `/products…` and `/reservations…`.
+//! Other modules reach it only through [`inventory_api::InventoryApi`] and its events; it
+//! takes part in the order saga by following the orders module's events (see
+//! [`subscriptions`]).
 
 mod domain;
 mod http;
+mod reservations;
 mod service;
 
-use inventory_api::events::{ProductCreated, ProductUpdated};
-use shared_kernel::messaging::IntegrationEvent;
+use std::sync::Arc;
+
+use inventory_api::events::{
+    ProductCreated, ProductUpdated, StockCommitted, StockReleased, StockReservationFailed,
+    StockReserved, StockRestocked,
+};
+use shared_kernel::messaging::{IntegrationEvent, Subscription};
 
 pub use http::router;
+pub use reservations::{RESERVATIONS_METRIC, ReservationHandler};
 pub use service::Inventory;
 
 /// The module's name: its database file, Postgres schema and role suffix.
 pub const NAME: &str = "inventory";
 
 /// The integration events the module publishes (see `inventory_api::events`).
-pub const PUBLISHES: &[&str] = &[ProductCreated::TYPE, ProductUpdated::TYPE];
+pub const PUBLISHES: &[&str] = &[
+    ProductCreated::TYPE,
+    ProductUpdated::TYPE,
+    StockReserved::TYPE,
+    StockReservationFailed::TYPE,
+    StockReleased::TYPE,
+    StockCommitted::TYPE,
+    StockRestocked::TYPE,
+];
+
+/// The module whose events drive reservations.
+const ORDERS: &str = "orders";
+
+/// The modules whose APIs this module calls: none.
+pub const CALLS: &[&str] = &[];
 
 /// The module's own migrations, nobody else's.
 pub static MIGRATIONS: shared_kernel::storage::Migrations = shared_kernel::storage::Migrations {
     sqlite: sqlx::migrate!("../../migrations/inventory/sqlite"),
     postgres: sqlx::migrate!("../../migrations/inventory/postgres"),
 };
+
+/// The events inventory consumes: the orders module's, into stock reservations
+/// (`inventory<-orders`, handled by [`ReservationHandler`]).
+pub fn subscriptions() -> Vec<Subscription> {
+    vec![Subscription::new(
+        NAME,
+        ORDERS,
+        Arc::new(ReservationHandler),
+    )]
+}

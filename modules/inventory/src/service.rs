@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use inventory_api::events::{ProductCreated, ProductUpdated};
 use inventory_api::{
     Availability, InventoryApi, InventoryError, NewProduct, Product, ProductId, ProductPatch,
-    SetStock, StockLevel,
+    Reservation, ReservationLine, ReservationStatus, SetStock, StockLevel,
 };
 use shared_kernel::clock;
 use shared_kernel::http::{Page, PageRequest};
@@ -68,7 +68,18 @@ impl StockRow {
     }
 }
 
+/// One row of the reservation read: the reservation and one of its lines, if it has any.
+type ReservationRow = (
+    String,
+    OffsetDateTime,
+    OffsetDateTime,
+    Option<Uuid>,
+    Option<String>,
+    Option<i64>,
+);
+
 impl Inventory {
+    /// The module over its own database handle.
     pub fn new(db: ModuleDb) -> Self {
         Self { db }
     }
@@ -336,5 +347,51 @@ impl InventoryApi for Inventory {
             available: warehouses.iter().map(|w| w.available).sum(),
             warehouses,
         })
+    }
+
+    async fn reservation(&self, order_id: Uuid) -> Result<Option<Reservation>, InventoryError> {
+        // The reservation and its lines in one snapshot: a single statement on the reader.
+        let rows: Vec<ReservationRow> = with_reader!(self.db.reader()?, |pool| {
+            sqlx::query_as(
+                "SELECT r.status, r.created_at, r.updated_at, l.product_id, l.warehouse, l.quantity \
+                 FROM reservations r LEFT JOIN reservation_lines l ON l.order_id = r.order_id \
+                 WHERE r.order_id = $1",
+            )
+            .bind(order_id)
+            .fetch_all(pool)
+            .await
+        })
+        .map_err(|e| self.storage(e))?;
+        let Some((status, created_at, updated_at, ..)) = rows.first().cloned() else {
+            return Ok(None);
+        };
+        let status = ReservationStatus::parse(&status).ok_or_else(|| {
+            InventoryError::Unexpected(
+                format!("reservation of order {order_id} has an unknown status {status:?}").into(),
+            )
+        })?;
+        let mut lines: Vec<ReservationLine> = rows
+            .into_iter()
+            .filter_map(|(_, _, _, product_id, warehouse, quantity)| {
+                Some(ReservationLine {
+                    product_id: ProductId(product_id?),
+                    warehouse: warehouse?,
+                    quantity: quantity?,
+                })
+            })
+            .collect();
+        // By product, then warehouse name byte-wise, on both backends.
+        lines.sort_by(|a, b| {
+            a.product_id
+                .cmp(&b.product_id)
+                .then_with(|| a.warehouse.cmp(&b.warehouse))
+        });
+        Ok(Some(Reservation {
+            order_id,
+            status,
+            lines,
+            created_at,
+            updated_at,
+        }))
     }
 }

@@ -1,18 +1,31 @@
-//! The orders module. In this stage it owns its database (`orders.sqlite` or schema and role
-//! `orders`) and keeps local replicas of customers and products, fed by their events; orders
-//! themselves and the saga arrive with their own issue.
+//! The orders module: placing and cancelling orders, and orchestrating the order saga.
+//!
+//! Owns `orders`, `order_lines`, `sagas`, `saga_steps` and the replicas of customers and
+//! products (in `orders.sqlite` or schema `orders`). Checks customers and products through
+//! their modules' contracts at placement; stock and payment answer through events. Other
+//! modules reach it only through [`orders_api::OrdersApi`] and its events.
 
+mod domain;
+mod http;
 mod replicas;
+mod saga;
+mod service;
 
 use std::sync::Arc;
 
 use shared_kernel::messaging::Subscription;
 
+pub use http::router;
+pub use service::{Orders, OrdersConfig};
+
 /// The module's name: its database file, Postgres schema and role suffix.
 pub const NAME: &str = "orders";
 
-/// The integration events the module publishes (none yet).
-pub const PUBLISHES: &[&str] = &[];
+/// The integration events the module publishes (see `orders_api::events`).
+pub const PUBLISHES: &[&str] = orders_api::events::TYPES;
+
+/// The modules whose APIs this module calls: customers and inventory, to check an order.
+pub const CALLS: &[&str] = &["customers", "inventory"];
 
 /// The module's own migrations, nobody else's.
 pub static MIGRATIONS: shared_kernel::storage::Migrations = shared_kernel::storage::Migrations {
@@ -20,10 +33,12 @@ pub static MIGRATIONS: shared_kernel::storage::Migrations = shared_kernel::stora
     postgres: sqlx::migrate!("../../migrations/orders/postgres"),
 };
 
-/// The events orders consumes: customers' and inventory's, into its replicas.
+/// The events orders consumes: customers' into its replica; inventory's into the product
+/// replica and the saga (stock replies); payments' into the saga (payment replies).
 pub fn subscriptions() -> Vec<Subscription> {
     vec![
         Subscription::new(NAME, "customers", Arc::new(replicas::CustomerReplicator)),
-        Subscription::new(NAME, "inventory", Arc::new(replicas::ProductReplicator)),
+        Subscription::new(NAME, "inventory", Arc::new(saga::FromInventory)),
+        Subscription::new(NAME, "payments", Arc::new(saga::FromPayments)),
     ]
 }

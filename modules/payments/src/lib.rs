@@ -1,18 +1,54 @@
-//! The payments module. In this stage it owns its database (`payments.sqlite` or schema and
-//! role `payments`) and opens a payment account on first sight of a customer; event-sourced
-//! accounts and payments arrive with the saga issue.
+//! The payments module: event-sourced payment accounts and payments, the payment side of the
+//! order saga.
+//!
+//! Payments store events, not state. Its database (`payments.sqlite` or schema `payments`)
+//! holds an append-only event store (`events`, unique per stream and version: optimistic
+//! concurrency), `snapshots` of long streams, and `payment_views`, an inline projection of
+//! payment streams for lookups and lists, written in the transaction of each append.
+//!
+//! - Accounts (stream id = customer id) are opened on first sight of a customer
+//!   (`customers.CustomerRegistered`, an order, or `PUT /payment-accounts/{id}`).
+//! - Payments (stream id = payment id, one per order) follow the order saga: authorized or
+//!   declined on `orders.OrderPlaced`, captured on `OrderConfirmed`, voided on `OrderRejected`,
+//!   voided or refunded on `OrderCancelled`.
+//!
+//! Other modules reach it only through [`payments_api::PaymentsApi`] and its integration
+//! events.
 
-mod accounts;
+mod domain;
+mod handlers;
+mod http;
+mod ledger;
+mod service;
+mod store;
 
 use std::sync::Arc;
 
-use shared_kernel::messaging::Subscription;
+use payments_api::events::{
+    PaymentAuthorized, PaymentCaptured, PaymentDeclined, PaymentRefunded, PaymentVoided,
+};
+use shared_kernel::messaging::{IntegrationEvent, Subscription};
+
+pub use handlers::{CustomerEvents, OrderEvents};
+pub use http::router;
+pub use ledger::PaymentsConfig;
+pub use service::Payments;
 
 /// The module's name: its database file, Postgres schema and role suffix.
 pub const NAME: &str = "payments";
 
-/// The integration events the module publishes (none yet).
-pub const PUBLISHES: &[&str] = &[];
+/// The integration events the module publishes (see `payments_api::events`).
+pub const PUBLISHES: &[&str] = &[
+    PaymentAuthorized::TYPE,
+    PaymentDeclined::TYPE,
+    PaymentCaptured::TYPE,
+    PaymentVoided::TYPE,
+    PaymentRefunded::TYPE,
+];
+
+/// The modules whose APIs this module calls: customers, to check a customer before opening an
+/// account for it.
+pub const CALLS: &[&str] = &["customers"];
 
 /// The module's own migrations, nobody else's.
 pub static MIGRATIONS: shared_kernel::storage::Migrations = shared_kernel::storage::Migrations {
@@ -20,13 +56,27 @@ pub static MIGRATIONS: shared_kernel::storage::Migrations = shared_kernel::stora
     postgres: sqlx::migrate!("../../migrations/payments/postgres"),
 };
 
-/// The events payments consumes: a registered customer gets an account with the default limit.
-pub fn subscriptions(default_credit_limit_cents: i64) -> Vec<Subscription> {
-    vec![Subscription::new(
-        NAME,
-        "customers",
-        Arc::new(accounts::AccountOpener {
-            default_credit_limit_cents,
-        }),
-    )]
+/// The events payments consumes: `payments<-customers` (open accounts) and `payments<-orders`
+/// (authorize, capture, void, refund).
+pub fn subscriptions(payments: &Payments) -> Vec<Subscription> {
+    vec![
+        Subscription::new(NAME, "customers", Arc::new(payments.customer_events())),
+        Subscription::new(NAME, "orders", Arc::new(payments.order_events())),
+    ]
+}
+
+impl Payments {
+    /// The handler of `payments<-customers`.
+    pub fn customer_events(&self) -> CustomerEvents {
+        CustomerEvents {
+            ledger: self.ledger.clone(),
+        }
+    }
+
+    /// The handler of `payments<-orders`.
+    pub fn order_events(&self) -> OrderEvents {
+        OrderEvents {
+            ledger: self.ledger.clone(),
+        }
+    }
 }

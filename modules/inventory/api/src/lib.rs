@@ -12,6 +12,7 @@ use shared_kernel::http::{FieldError, Page, PageRequest};
 use shared_kernel::storage::idempotency::{IdempotencyKey, IdempotencyKeyReused};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
+use uuid::Uuid;
 
 shared_kernel::define_id!(
     /// Identifies a product of the catalog.
@@ -85,6 +86,74 @@ pub struct Availability {
     pub available: i64,
     /// Per warehouse, by warehouse name.
     pub warehouses: Vec<StockLevel>,
+}
+
+/// Where the stock reservation of an order stands.
+///
+/// `reserved` → `committed` (order confirmed) | `released` (order rejected or cancelled while
+/// pending); `committed` → `restocked` (order cancelled after confirmation). `failed` is final:
+/// some line could not be covered and nothing was held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReservationStatus {
+    Reserved,
+    Failed,
+    Committed,
+    Released,
+    Restocked,
+}
+
+impl ReservationStatus {
+    /// Every status, in lifecycle order.
+    pub const ALL: [ReservationStatus; 5] = [
+        ReservationStatus::Reserved,
+        ReservationStatus::Failed,
+        ReservationStatus::Committed,
+        ReservationStatus::Released,
+        ReservationStatus::Restocked,
+    ];
+
+    /// The stored and wire name (`reserved`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReservationStatus::Reserved => "reserved",
+            ReservationStatus::Failed => "failed",
+            ReservationStatus::Committed => "committed",
+            ReservationStatus::Released => "released",
+            ReservationStatus::Restocked => "restocked",
+        }
+    }
+
+    /// The status named `value`, if any.
+    pub fn parse(value: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == value)
+    }
+
+    /// Whether units are still held for the order (reserved, not yet committed or released).
+    pub fn holds_stock(self) -> bool {
+        self == ReservationStatus::Reserved
+    }
+}
+
+/// Units of one product taken from one warehouse for an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ReservationLine {
+    pub product_id: ProductId,
+    pub warehouse: String,
+    pub quantity: i64,
+}
+
+/// The stock reservation of one order, as the inventory module keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Reservation {
+    pub order_id: Uuid,
+    pub status: ReservationStatus,
+    /// Where the units came from, by product and warehouse; empty when the reservation failed.
+    pub lines: Vec<ReservationLine>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
 }
 
 /// Everything an inventory operation can fail with.
@@ -176,6 +245,14 @@ pub trait InventoryApi: Send + Sync + 'static {
     /// # Errors
     /// - [`InventoryError::ProductNotFound`]; [`InventoryError::Unavailable`].
     async fn availability(&self, product: ProductId) -> Result<Availability, InventoryError>;
+
+    /// The stock reservation of an order, or `None` when inventory has not seen the order
+    /// (not placed yet, or its `OrderPlaced` not processed yet). For reconciliation: the
+    /// saga learns outcomes from events, this answers "where does it stand now".
+    ///
+    /// # Errors
+    /// - [`InventoryError::Unavailable`] when the module's database is down.
+    async fn reservation(&self, order_id: Uuid) -> Result<Option<Reservation>, InventoryError>;
 }
 
 impl From<shared_kernel::storage::StorageError> for InventoryError {
@@ -187,5 +264,23 @@ impl From<shared_kernel::storage::StorageError> for InventoryError {
         } else {
             InventoryError::Unexpected(Box::new(error))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reservation_statuses_are_lower_case_on_the_wire_and_in_storage() {
+        for status in ReservationStatus::ALL {
+            let wire = serde_json::to_value(status).unwrap();
+            assert_eq!(wire, status.as_str());
+            assert_eq!(ReservationStatus::parse(status.as_str()), Some(status));
+        }
+        assert_eq!(ReservationStatus::Restocked.as_str(), "restocked");
+        assert_eq!(ReservationStatus::parse("RESERVED"), None);
+        assert!(ReservationStatus::Reserved.holds_stock());
+        assert!(!ReservationStatus::Committed.holds_stock());
     }
 }

@@ -1,0 +1,401 @@
+//! The order saga, orchestrated by orders: participants' replies, the deadline and
+//! cancellation move an order out of `PENDING`, each transition committing together with the
+//! step it records and the outbox event it publishes.
+//!
+//! Every transition first locks the order's row (Postgres; the single SQLite writer serializes
+//! anyway), then re-reads its state: a reply, the timer and a cancel racing for one order are
+//! applied one after the other, and whichever comes second sees a settled order. Late and
+//! duplicate replies are recorded as steps and change nothing.
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+use inventory_api::events::{StockReservationFailed, StockReserved};
+use orders_api::events::{OrderCancelled, OrderConfirmed, OrderRejected};
+use orders_api::{OrderId, OrderStatus, Reason};
+use payments_api::events::{PaymentAuthorized, PaymentDeclined};
+use shared_kernel::clock;
+use shared_kernel::messaging::{Envelope, EventContext, Handler, IntegrationEvent, outbox};
+use shared_kernel::storage::{Tx, TxConn};
+use shared_kernel::with_tx;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::replicas::ProductReplicator;
+
+/// Unix microseconds: how deadlines are stored, comparable on both backends.
+pub(crate) fn unix_micros(at: OffsetDateTime) -> i64 {
+    i64::try_from(at.unix_timestamp_nanos() / 1_000).unwrap_or(i64::MAX)
+}
+
+pub(crate) fn from_unix_micros(us: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// The saga of one order as locked for a transition.
+struct Locked {
+    status: OrderStatus,
+    stock: String,
+    payment: String,
+    deadline_us: i64,
+    steps: i32,
+    created_at: OffsetDateTime,
+}
+
+async fn lock(tx: &mut Tx, order_id: Uuid) -> anyhow::Result<Option<Locked>> {
+    let sql = match tx.conn {
+        TxConn::Sqlite(_) => {
+            "SELECT o.status, s.stock, s.payment, s.deadline_us, s.steps, o.created_at \
+             FROM orders o JOIN sagas s ON s.order_id = o.id WHERE o.id = $1"
+        }
+        TxConn::Postgres(_) => {
+            "SELECT o.status, s.stock, s.payment, s.deadline_us, s.steps, o.created_at \
+             FROM orders o JOIN sagas s ON s.order_id = o.id WHERE o.id = $1 FOR UPDATE"
+        }
+    };
+    let row: Option<(String, String, String, i64, i32, OffsetDateTime)> = with_tx!(tx, |conn| {
+        sqlx::query_as(sql)
+            .bind(order_id)
+            .fetch_optional(conn)
+            .await
+    })?;
+    let Some((status, stock, payment, deadline_us, steps, created_at)) = row else {
+        return Ok(None);
+    };
+    let status = OrderStatus::parse(&status).context("stored order has an unknown status")?;
+    Ok(Some(Locked {
+        status,
+        stock,
+        payment,
+        deadline_us,
+        steps,
+        created_at,
+    }))
+}
+
+/// Appends step `n` to the order's saga history.
+pub(crate) async fn record_step(
+    tx: &mut Tx,
+    order_id: Uuid,
+    n: i32,
+    step: &str,
+    detail: Option<&str>,
+    at: OffsetDateTime,
+) -> Result<(), sqlx::Error> {
+    with_tx!(tx, |conn| {
+        sqlx::query(
+            "INSERT INTO saga_steps (order_id, n, step, detail, at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(order_id)
+        .bind(n)
+        .bind(step)
+        .bind(detail)
+        .bind(at)
+        .execute(conn)
+        .await
+        .map(drop)
+    })
+}
+
+/// Writes the saga row after a transition: participants, step count, settled or not.
+async fn save(
+    tx: &mut Tx,
+    order_id: Uuid,
+    saga: &Locked,
+    settled_at: Option<OffsetDateTime>,
+) -> Result<(), sqlx::Error> {
+    with_tx!(tx, |conn| {
+        sqlx::query(
+            "UPDATE sagas SET stock = $2, payment = $3, steps = $4, \
+               settled_at = COALESCE(settled_at, $5) WHERE order_id = $1",
+        )
+        .bind(order_id)
+        .bind(&saga.stock)
+        .bind(&saga.payment)
+        .bind(saga.steps)
+        .bind(settled_at)
+        .execute(conn)
+        .await
+        .map(drop)
+    })
+}
+
+/// Moves the order from `from` to `to`, records the step and settles the saga.
+async fn settle(
+    tx: &mut Tx,
+    order_id: Uuid,
+    saga: &mut Locked,
+    to: OrderStatus,
+    reason: Option<Reason>,
+    now: OffsetDateTime,
+) -> anyhow::Result<()> {
+    let from = saga.status;
+    let moved = with_tx!(tx, |conn| {
+        sqlx::query(
+            "UPDATE orders SET status = $2, reason = $3, updated_at = $4 \
+             WHERE id = $1 AND status = $5",
+        )
+        .bind(order_id)
+        .bind(to.as_str())
+        .bind(reason.map(Reason::as_str))
+        .bind(now)
+        .bind(from.as_str())
+        .execute(conn)
+        .await
+        .map(|done| done.rows_affected())
+    })?;
+    anyhow::ensure!(moved == 1, "order {order_id} left {from:?} under a lock");
+    saga.status = to;
+    saga.steps += 1;
+    let step = match (to, reason) {
+        (OrderStatus::Confirmed, _) => "confirmed",
+        (OrderStatus::Cancelled, _) => "cancelled",
+        (_, Some(Reason::Timeout)) => "timed_out",
+        _ => "rejected",
+    };
+    record_step(
+        tx,
+        order_id,
+        saga.steps,
+        step,
+        reason.map(Reason::as_str),
+        now,
+    )
+    .await?;
+    save(tx, order_id, saga, Some(now)).await?;
+    let context = EventContext::current();
+    let order_id = OrderId(order_id);
+    match to {
+        OrderStatus::Confirmed => {
+            outbox::append(tx, &OrderConfirmed { order_id }, &context).await?;
+        }
+        OrderStatus::Cancelled => {
+            outbox::append(tx, &OrderCancelled { order_id }, &context).await?;
+        }
+        OrderStatus::Rejected => {
+            let reason = reason.context("a rejection has a reason")?;
+            outbox::append(tx, &OrderRejected { order_id, reason }, &context).await?;
+        }
+        OrderStatus::Pending => anyhow::bail!("a saga never returns to PENDING"),
+    }
+    if from == OrderStatus::Pending {
+        let outcome = match to {
+            OrderStatus::Rejected => reason.map_or("rejected", Reason::as_str),
+            OrderStatus::Confirmed => "confirmed",
+            _ => "cancelled",
+        };
+        metrics::counter!("bounded_saga_outcomes_total", "outcome" => outcome).increment(1);
+        let seconds = (now - saga.created_at).as_seconds_f64();
+        metrics::histogram!("bounded_saga_duration_seconds", "outcome" => outcome).record(seconds);
+    }
+    Ok(())
+}
+
+/// A participant of the saga.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Participant {
+    Stock,
+    Payment,
+}
+
+/// Applies a participant's reply to the order's saga.
+async fn on_reply(
+    tx: &mut Tx,
+    order_id: Uuid,
+    participant: Participant,
+    succeeded: bool,
+    detail: Option<String>,
+) -> anyhow::Result<()> {
+    let now = clock::now();
+    let Some(mut saga) = lock(tx, order_id).await? else {
+        // Only orders publishes the orders participants reply to; an unknown order is a reply
+        // to someone else's order id, which changes nothing here.
+        tracing::warn!(%order_id, ?participant, "Reply for an unknown order ignored.");
+        return Ok(());
+    };
+    let step = match (participant, succeeded) {
+        (Participant::Stock, true) => "stock_reserved",
+        (Participant::Stock, false) => "stock_reservation_failed",
+        (Participant::Payment, true) => "payment_authorized",
+        (Participant::Payment, false) => "payment_declined",
+    };
+    let answered = match participant {
+        Participant::Stock => saga.stock != "waiting",
+        Participant::Payment => saga.payment != "waiting",
+    };
+    saga.steps += 1;
+    if saga.status != OrderStatus::Pending || answered {
+        // Late (the saga has an outcome) or duplicate (this participant answered already).
+        let why = if saga.status == OrderStatus::Pending {
+            "duplicate reply ignored".to_owned()
+        } else {
+            format!("late reply ignored: order is {}", saga.status.as_str())
+        };
+        record_step(tx, order_id, saga.steps, step, Some(&why), now).await?;
+        save(tx, order_id, &saga, None).await?;
+        return Ok(());
+    }
+    let reply = if succeeded { "succeeded" } else { "failed" }.to_owned();
+    match participant {
+        Participant::Stock => saga.stock = reply,
+        Participant::Payment => saga.payment = reply,
+    }
+    record_step(tx, order_id, saga.steps, step, detail.as_deref(), now).await?;
+    let outcome = if saga.stock == "failed" {
+        Some((OrderStatus::Rejected, Some(Reason::OutOfStock)))
+    } else if saga.payment == "failed" {
+        Some((OrderStatus::Rejected, Some(Reason::PaymentDeclined)))
+    } else if saga.stock == "succeeded" && saga.payment == "succeeded" {
+        Some((OrderStatus::Confirmed, None))
+    } else {
+        None
+    };
+    match outcome {
+        Some((to, reason)) => settle(tx, order_id, &mut saga, to, reason, now).await,
+        None => Ok(save(tx, order_id, &saga, None).await?),
+    }
+}
+
+/// Rejects the order with `timeout` if its saga is still open at `now`.
+pub(crate) async fn expire(tx: &mut Tx, order_id: Uuid, now: OffsetDateTime) -> anyhow::Result<()> {
+    let Some(mut saga) = lock(tx, order_id).await? else {
+        return Ok(());
+    };
+    if saga.status != OrderStatus::Pending || saga.deadline_us > unix_micros(now) {
+        return Ok(());
+    }
+    settle(
+        tx,
+        order_id,
+        &mut saga,
+        OrderStatus::Rejected,
+        Some(Reason::Timeout),
+        now,
+    )
+    .await
+}
+
+/// What a cancel request found.
+pub(crate) enum Cancel {
+    NotFound,
+    Rejected,
+    AlreadyCancelled,
+    Cancelled,
+}
+
+/// Cancels a `PENDING` or `CONFIRMED` order.
+pub(crate) async fn cancel(
+    tx: &mut Tx,
+    order_id: Uuid,
+    now: OffsetDateTime,
+) -> Result<Cancel, sqlx::Error> {
+    let locked = lock(tx, order_id).await.map_err(into_sqlx)?;
+    let Some(mut saga) = locked else {
+        return Ok(Cancel::NotFound);
+    };
+    match saga.status {
+        OrderStatus::Rejected => Ok(Cancel::Rejected),
+        OrderStatus::Cancelled => Ok(Cancel::AlreadyCancelled),
+        OrderStatus::Pending | OrderStatus::Confirmed => {
+            settle(
+                tx,
+                order_id,
+                &mut saga,
+                OrderStatus::Cancelled,
+                Some(Reason::Cancelled),
+                now,
+            )
+            .await
+            .map_err(into_sqlx)?;
+            Ok(Cancel::Cancelled)
+        }
+    }
+}
+
+/// Storage errors inside `anyhow` come back out as themselves; anything else is a protocol
+/// error of the saga, reported as such.
+fn into_sqlx(error: anyhow::Error) -> sqlx::Error {
+    match error.downcast::<sqlx::Error>() {
+        Ok(e) => e,
+        Err(other) => sqlx::Error::Protocol(format!("{other:#}")),
+    }
+}
+
+/// `orders<-inventory`: product replicas, and stock replies to the saga.
+#[derive(Debug)]
+pub struct FromInventory;
+
+#[async_trait]
+impl Handler for FromInventory {
+    async fn handle(&self, tx: &mut Tx, event: &Envelope) -> anyhow::Result<()> {
+        if let Some(reserved) = event.decode::<StockReserved>() {
+            let reserved = reserved?;
+            let units: i64 = reserved.lines.iter().map(|l| l.quantity).sum();
+            let detail = format!("{units} units in {} allocations", reserved.lines.len());
+            on_reply(
+                tx,
+                reserved.order_id,
+                Participant::Stock,
+                true,
+                Some(detail),
+            )
+            .await
+        } else if let Some(failed) = event.decode::<StockReservationFailed>() {
+            let failed = failed?;
+            let detail = format!(
+                "product {} requested {} available {}",
+                failed.product_id, failed.requested, failed.available
+            );
+            on_reply(tx, failed.order_id, Participant::Stock, false, Some(detail)).await
+        } else {
+            ProductReplicator.handle(tx, event).await
+        }
+    }
+
+    fn event_types(&self) -> Option<&'static [&'static str]> {
+        Some(&[
+            StockReserved::TYPE,
+            StockReservationFailed::TYPE,
+            inventory_api::events::ProductCreated::TYPE,
+            inventory_api::events::ProductUpdated::TYPE,
+        ])
+    }
+}
+
+/// `orders<-payments`: payment replies to the saga.
+#[derive(Debug)]
+pub struct FromPayments;
+
+#[async_trait]
+impl Handler for FromPayments {
+    async fn handle(&self, tx: &mut Tx, event: &Envelope) -> anyhow::Result<()> {
+        if let Some(authorized) = event.decode::<PaymentAuthorized>() {
+            let authorized = authorized?;
+            let detail = format!("payment {}", authorized.payment_id);
+            on_reply(
+                tx,
+                authorized.order_id,
+                Participant::Payment,
+                true,
+                Some(detail),
+            )
+            .await
+        } else if let Some(declined) = event.decode::<PaymentDeclined>() {
+            let declined = declined?;
+            on_reply(
+                tx,
+                declined.order_id,
+                Participant::Payment,
+                false,
+                Some(declined.reason),
+            )
+            .await
+        } else {
+            Ok(())
+        }
+    }
+
+    fn event_types(&self) -> Option<&'static [&'static str]> {
+        Some(&[PaymentAuthorized::TYPE, PaymentDeclined::TYPE])
+    }
+}

@@ -1,0 +1,522 @@
+//! [`Orders`]: the module's implementation of [`OrdersApi`] over its own database, calling
+//! customers and inventory through their contracts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use customers_api::{CustomerId, CustomersApi, CustomersError};
+use futures::future::join_all;
+use inventory_api::{InventoryApi, InventoryError, Product, ProductId};
+use orders_api::events::{OrderPlaced, PlacedLine};
+use orders_api::{
+    NewOrder, Order, OrderFilter, OrderId, OrderLine, OrderStatus, OrdersApi, OrdersError,
+    Participant, Reason, Saga, SagaStep,
+};
+use shared_kernel::clock;
+use shared_kernel::http::{FieldError, Page, PageRequest};
+use shared_kernel::messaging::{EventContext, outbox};
+use shared_kernel::storage::idempotency::{self, IdempotencyError, IdempotencyKey};
+use shared_kernel::storage::{ModuleDb, Tx};
+use shared_kernel::{with_reader, with_tx};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::domain;
+use crate::saga;
+
+/// Scope of `Idempotency-Key`s of order placement.
+const SCOPE_PLACE_ORDER: &str = "orders.place";
+/// How often a long poll looks again without a wake-up (another process may have settled the
+/// order; its commit does not wake this one).
+const LONG_POLL_RECHECK: Duration = Duration::from_millis(500);
+
+/// Settings of the orders module.
+#[derive(Debug, Clone, Copy)]
+pub struct OrdersConfig {
+    /// How long a saga waits for stock and payment before rejecting with `timeout`.
+    pub saga_timeout: Duration,
+}
+
+impl Default for OrdersConfig {
+    fn default() -> Self {
+        Self {
+            saga_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The orders module over its database handle and the contracts it calls.
+#[derive(Clone)]
+pub struct Orders {
+    pub(crate) db: ModuleDb,
+    customers: Arc<dyn CustomersApi>,
+    inventory: Arc<dyn InventoryApi>,
+    config: OrdersConfig,
+}
+
+impl std::fmt::Debug for Orders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Orders")
+            .field("db", &self.db)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One order line as read, joined with its order.
+#[derive(Debug, sqlx::FromRow)]
+struct OrderLineRow {
+    id: Uuid,
+    customer_id: Uuid,
+    status: String,
+    reason: Option<String>,
+    total_cents: i64,
+    created_at: OffsetDateTime,
+    updated_at: OffsetDateTime,
+    product_id: Uuid,
+    sku: String,
+    name: String,
+    unit_price_cents: i64,
+    quantity: i64,
+    line_total_cents: i64,
+}
+
+/// Columns of [`OrderLineRow`], for queries over `orders o JOIN order_lines l`.
+macro_rules! order_columns {
+    () => {
+        "o.id, o.customer_id, o.status, o.reason, o.total_cents, o.created_at, o.updated_at, \
+         l.product_id, l.sku, l.name, l.unit_price_cents, l.quantity, l.line_total_cents"
+    };
+}
+
+/// Groups rows ordered by order id and line number into orders.
+fn orders_from_rows(rows: Vec<OrderLineRow>) -> Result<Vec<Order>, OrdersError> {
+    let mut orders: Vec<Order> = Vec::new();
+    for row in rows {
+        let line = OrderLine {
+            product_id: row.product_id,
+            sku: row.sku,
+            name: row.name,
+            unit_price_cents: row.unit_price_cents,
+            quantity: row.quantity,
+            line_total_cents: row.line_total_cents,
+        };
+        match orders.last_mut() {
+            Some(order) if order.id.0 == row.id => order.items.push(line),
+            _ => {
+                let status = OrderStatus::parse(&row.status).ok_or_else(|| corrupt("status"))?;
+                let reason = match row.reason.as_deref() {
+                    None => None,
+                    Some(r) => Some(Reason::parse(r).ok_or_else(|| corrupt("reason"))?),
+                };
+                orders.push(Order {
+                    id: OrderId(row.id),
+                    customer_id: row.customer_id,
+                    status,
+                    reason,
+                    items: vec![line],
+                    total_cents: row.total_cents,
+                    created_at: row.created_at,
+                    updated_at: row.updated_at,
+                });
+            }
+        }
+    }
+    Ok(orders)
+}
+
+fn corrupt(column: &str) -> OrdersError {
+    OrdersError::Unexpected(format!("stored order has an unknown {column}").into())
+}
+
+impl Orders {
+    pub fn new(
+        db: ModuleDb,
+        customers: Arc<dyn CustomersApi>,
+        inventory: Arc<dyn InventoryApi>,
+        config: OrdersConfig,
+    ) -> Self {
+        Self {
+            db,
+            customers,
+            inventory,
+            config,
+        }
+    }
+
+    pub(crate) fn storage(&self, error: sqlx::Error) -> OrdersError {
+        self.db.classify(error).into()
+    }
+
+    /// Checks the customer and reads every product, concurrently; unknown ones are field
+    /// errors, an unreachable module is [`OrdersError::Unavailable`].
+    async fn look_up(&self, input: &NewOrder) -> Result<Vec<Product>, OrdersError> {
+        let customer = self.customers.get(CustomerId(input.customer_id));
+        let products = join_all(
+            input
+                .items
+                .iter()
+                .map(|item| self.inventory.get_product(ProductId(item.product_id))),
+        );
+        let (customer, products) = futures::join!(customer, products);
+        let mut errors = Vec::new();
+        match customer {
+            Ok(_) => {}
+            Err(CustomersError::NotFound(_)) => {
+                errors.push(FieldError::new("customer_id", "no customer with this id"));
+            }
+            Err(CustomersError::Unavailable) => return Err(OrdersError::Unavailable("customers")),
+            Err(e) => return Err(OrdersError::Unexpected(Box::new(e))),
+        }
+        let mut found = Vec::with_capacity(products.len());
+        for (i, product) in products.into_iter().enumerate() {
+            match product {
+                Ok(product) => found.push(product),
+                Err(InventoryError::ProductNotFound(_)) => errors.push(FieldError::new(
+                    format!("items[{i}].product_id"),
+                    "no product with this id",
+                )),
+                Err(InventoryError::Unavailable) => {
+                    return Err(OrdersError::Unavailable("inventory"));
+                }
+                Err(e) => return Err(OrdersError::Unexpected(Box::new(e))),
+            }
+        }
+        if errors.is_empty() {
+            Ok(found)
+        } else {
+            Err(OrdersError::Invalid(errors))
+        }
+    }
+
+    async fn read(&self, id: OrderId) -> Result<Order, OrdersError> {
+        let rows: Vec<OrderLineRow> = with_reader!(self.db.reader()?, |pool| {
+            sqlx::query_as(concat!(
+                "SELECT ",
+                order_columns!(),
+                " FROM orders o JOIN order_lines l ON l.order_id = o.id \
+                 WHERE o.id = $1 ORDER BY l.line_no"
+            ))
+            .bind(id.0)
+            .fetch_all(pool)
+            .await
+        })
+        .map_err(|e| self.storage(e))?;
+        orders_from_rows(rows)?
+            .pop()
+            .ok_or(OrdersError::NotFound(id))
+    }
+
+    /// Rejects every open saga whose deadline has passed; returns the next deadline (Unix µs).
+    pub(crate) async fn expire_due(&self) -> Result<Option<i64>, OrdersError> {
+        loop {
+            let now = clock::now();
+            let due: Vec<(Uuid,)> = with_reader!(self.db.reader()?, |pool| {
+                sqlx::query_as(
+                    "SELECT order_id FROM sagas WHERE settled_at IS NULL AND deadline_us <= $1 \
+                     ORDER BY deadline_us LIMIT 100",
+                )
+                .bind(saga::unix_micros(now))
+                .fetch_all(pool)
+                .await
+            })
+            .map_err(|e| self.storage(e))?;
+            if due.is_empty() {
+                break;
+            }
+            for (order_id,) in due {
+                let mut tx = self.db.begin().await?;
+                saga::expire(&mut tx, order_id, now)
+                    .await
+                    .map_err(|e| OrdersError::Unexpected(e.into()))?;
+                tx.commit().await.map_err(|e| self.storage(e))?;
+            }
+        }
+        let next: (Option<i64>,) = with_reader!(self.db.reader()?, |pool| {
+            sqlx::query_as("SELECT MIN(deadline_us) FROM sagas WHERE settled_at IS NULL")
+                .fetch_one(pool)
+                .await
+        })
+        .map_err(|e| self.storage(e))?;
+        Ok(next.0)
+    }
+
+    /// The durable saga timer: rejects open sagas at their deadline until `stop` turns true.
+    /// Deadlines live in the database, so sagas left open by a stopped or crashed process are
+    /// expired by the next one; on Postgres several processes may run it (each expiry locks
+    /// its order and re-checks it).
+    pub async fn run_deadlines(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut commits = self.db.outbox_commits();
+        let poll = Duration::from_secs(1);
+        while !*stop.borrow() {
+            commits.mark_unchanged();
+            let wait = match self.expire_due().await {
+                Ok(Some(next)) => {
+                    let in_us = next.saturating_sub(saga::unix_micros(clock::now()));
+                    Duration::from_micros(u64::try_from(in_us).unwrap_or(0)).min(poll)
+                }
+                Ok(None) => poll,
+                Err(error) => {
+                    tracing::warn!(error = %error, "Saga timer cannot reach the orders database.");
+                    poll
+                }
+            };
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                // A new saga when none was open: its deadline may come before the poll.
+                _ = commits.changed() => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+}
+
+async fn insert_order(tx: &mut Tx, order: &Order, deadline_us: i64) -> Result<(), sqlx::Error> {
+    with_tx!(tx, |conn| {
+        sqlx::query(
+            "INSERT INTO orders (id, customer_id, status, reason, total_cents, created_at, updated_at) \
+             VALUES ($1, $2, $3, NULL, $4, $5, $5)",
+        )
+        .bind(order.id.0)
+        .bind(order.customer_id)
+        .bind(order.status.as_str())
+        .bind(order.total_cents)
+        .bind(order.created_at)
+        .execute(&mut *conn)
+        .await?;
+        for (n, line) in order.items.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO order_lines (order_id, line_no, product_id, sku, name, \
+                   unit_price_cents, quantity, line_total_cents) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(order.id.0)
+            .bind(i32::try_from(n).unwrap_or(i32::MAX))
+            .bind(line.product_id)
+            .bind(&line.sku)
+            .bind(&line.name)
+            .bind(line.unit_price_cents)
+            .bind(line.quantity)
+            .bind(line.line_total_cents)
+            .execute(&mut *conn)
+            .await?;
+        }
+        sqlx::query(
+            "INSERT INTO sagas (order_id, stock, payment, deadline_us, settled_at, steps) \
+             VALUES ($1, 'waiting', 'waiting', $2, NULL, 1)",
+        )
+        .bind(order.id.0)
+        .bind(deadline_us)
+        .execute(&mut *conn)
+        .await
+        .map(drop)
+    })
+}
+
+#[async_trait]
+impl OrdersApi for Orders {
+    async fn place(
+        &self,
+        input: NewOrder,
+        key: Option<IdempotencyKey>,
+    ) -> Result<Order, OrdersError> {
+        domain::check_shape(&input).map_err(OrdersError::Invalid)?;
+        let products = self.look_up(&input).await?;
+        let mut items = Vec::with_capacity(products.len());
+        let mut total_cents: i64 = 0;
+        for (item, product) in input.items.iter().zip(products) {
+            // At most 10^12 × 10^4 per line and 100 lines: far below i64::MAX, checked anyway.
+            let line_total_cents =
+                product
+                    .price_cents
+                    .checked_mul(item.quantity)
+                    .ok_or_else(|| {
+                        OrdersError::Invalid(vec![FieldError::new("items", "total too large")])
+                    })?;
+            total_cents = total_cents.checked_add(line_total_cents).ok_or_else(|| {
+                OrdersError::Invalid(vec![FieldError::new("items", "total too large")])
+            })?;
+            items.push(OrderLine {
+                product_id: product.id.0,
+                sku: product.sku,
+                name: product.name,
+                unit_price_cents: product.price_cents,
+                quantity: item.quantity,
+                line_total_cents,
+            });
+        }
+        let fingerprint = idempotency::fingerprint(&input);
+        let mut tx = self.db.begin().await?;
+        if let Some(key) = &key {
+            let stored = idempotency::replay(&mut tx, SCOPE_PLACE_ORDER, key, &fingerprint).await;
+            match stored {
+                Ok(Some(order)) => return Ok(order),
+                Ok(None) => {}
+                Err(IdempotencyError::Reused(e)) => return Err(e.into()),
+                Err(IdempotencyError::Storage(e)) => return Err(self.storage(e)),
+            }
+        }
+        let now = clock::now();
+        let order = Order {
+            id: OrderId::generate(),
+            customer_id: input.customer_id,
+            status: OrderStatus::Pending,
+            reason: None,
+            items,
+            total_cents,
+            created_at: now,
+            updated_at: now,
+        };
+        let deadline = now + self.config.saga_timeout;
+        insert_order(&mut tx, &order, saga::unix_micros(deadline))
+            .await
+            .map_err(|e| self.storage(e))?;
+        saga::record_step(&mut tx, order.id.0, 1, "placed", None, now)
+            .await
+            .map_err(|e| self.storage(e))?;
+        let placed = OrderPlaced {
+            order_id: order.id,
+            customer_id: order.customer_id,
+            lines: order
+                .items
+                .iter()
+                .map(|line| PlacedLine {
+                    product_id: line.product_id,
+                    quantity: line.quantity,
+                    unit_price_cents: line.unit_price_cents,
+                })
+                .collect(),
+            total_cents: order.total_cents,
+        };
+        outbox::append(&mut tx, &placed, &EventContext::current())
+            .await
+            .map_err(|e| self.storage(e))?;
+        if let Some(key) = &key {
+            idempotency::remember(&mut tx, SCOPE_PLACE_ORDER, key, &fingerprint, &order)
+                .await
+                .map_err(|e| self.storage(e))?;
+        }
+        tx.commit().await.map_err(|e| self.storage(e))?;
+        metrics::counter!("bounded_orders_placed_total").increment(1);
+        Ok(order)
+    }
+
+    async fn get(&self, id: OrderId) -> Result<Order, OrdersError> {
+        self.read(id).await
+    }
+
+    async fn wait_terminal(&self, id: OrderId, timeout: Duration) -> Result<Order, OrdersError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        // Every saga transition appends to the outbox, so its commit wakes this receiver.
+        let mut commits = self.db.outbox_commits();
+        loop {
+            commits.mark_unchanged();
+            let order = self.read(id).await?;
+            if order.status.is_terminal() {
+                return Ok(order);
+            }
+            let recheck = tokio::time::Instant::now() + LONG_POLL_RECHECK;
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => return self.read(id).await,
+                () = tokio::time::sleep_until(recheck.min(deadline)) => {}
+                _ = commits.changed() => {}
+            }
+        }
+    }
+
+    async fn list(
+        &self,
+        filter: OrderFilter,
+        page: PageRequest,
+    ) -> Result<Page<Order>, OrdersError> {
+        let rows: Vec<OrderLineRow> = with_reader!(self.db.reader()?, |pool| {
+            sqlx::query_as(concat!(
+                "SELECT ",
+                order_columns!(),
+                " FROM (SELECT * FROM orders \
+                   WHERE id > $1 AND ($2 IS NULL OR customer_id = $2) \
+                     AND ($3 IS NULL OR status = $3) \
+                   ORDER BY id LIMIT $4) o \
+                 JOIN order_lines l ON l.order_id = o.id ORDER BY o.id, l.line_no"
+            ))
+            .bind(page.after.unwrap_or(Uuid::nil()))
+            .bind(filter.customer_id)
+            .bind(filter.status.map(OrderStatus::as_str))
+            .bind(i64::from(page.limit) + 1)
+            .fetch_all(pool)
+            .await
+        })
+        .map_err(|e| self.storage(e))?;
+        Ok(Page::from_rows(orders_from_rows(rows)?, page, |o| o.id.0))
+    }
+
+    async fn cancel(&self, id: OrderId) -> Result<Order, OrdersError> {
+        let mut tx = self.db.begin().await?;
+        let outcome = saga::cancel(&mut tx, id.0, clock::now())
+            .await
+            .map_err(|e| self.storage(e))?;
+        match outcome {
+            saga::Cancel::NotFound => return Err(OrdersError::NotFound(id)),
+            saga::Cancel::Rejected => {
+                return Err(OrdersError::Conflict {
+                    id,
+                    status: OrderStatus::Rejected,
+                    action: "cancelled",
+                });
+            }
+            saga::Cancel::AlreadyCancelled => drop(tx),
+            saga::Cancel::Cancelled => tx.commit().await.map_err(|e| self.storage(e))?,
+        }
+        self.read(id).await
+    }
+
+    async fn saga(&self, id: OrderId) -> Result<Saga, OrdersError> {
+        let reader = self.db.reader()?;
+        let head: Option<(String, String, String, i64)> = with_reader!(reader, |pool| {
+            sqlx::query_as(
+                "SELECT o.status, s.stock, s.payment, s.deadline_us \
+                 FROM orders o JOIN sagas s ON s.order_id = o.id WHERE o.id = $1",
+            )
+            .bind(id.0)
+            .fetch_optional(pool)
+            .await
+        })
+        .map_err(|e| self.storage(e))?;
+        let Some((status, stock, payment, deadline_us)) = head else {
+            return Err(OrdersError::NotFound(id));
+        };
+        let steps: Vec<(i32, String, Option<String>, OffsetDateTime)> =
+            with_reader!(reader, |pool| {
+                sqlx::query_as(
+                    "SELECT n, step, detail, at FROM saga_steps WHERE order_id = $1 ORDER BY n",
+                )
+                .bind(id.0)
+                .fetch_all(pool)
+                .await
+            })
+            .map_err(|e| self.storage(e))?;
+        let participant = |value: &str| match value {
+            "succeeded" => Ok(Participant::Succeeded),
+            "failed" => Ok(Participant::Failed),
+            "waiting" => Ok(Participant::Waiting),
+            _ => Err(corrupt("saga participant")),
+        };
+        Ok(Saga {
+            order_id: id,
+            status: OrderStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
+            stock: participant(&stock)?,
+            payment: participant(&payment)?,
+            deadline: saga::from_unix_micros(deadline_us),
+            steps: steps
+                .into_iter()
+                .map(|(n, step, detail, at)| SagaStep {
+                    n: i64::from(n),
+                    step,
+                    detail,
+                    at,
+                })
+                .collect(),
+        })
+    }
+}
