@@ -317,6 +317,13 @@ async fn crash_recovery(kind: Kind) {
         .iter()
         .filter(|o| o["status"] == "CONFIRMED")
         .collect();
+    let rejected = settled.iter().filter(|o| o["status"] == "REJECTED").count();
+    eprintln!(
+        "crash recovery ({kind:?}): {} answered, {} stored, {} confirmed, {rejected} rejected over {ROUNDS} kills",
+        answered.len(),
+        all.len(),
+        confirmed.len()
+    );
     assert!(!confirmed.is_empty());
     for (product, initial) in &products {
         let sold: i64 = confirmed

@@ -43,6 +43,10 @@ both_backends! {
         assert_eq!(history.last().map(String::as_str), Some("confirmed"));
         assert!(history.contains(&"stock_reserved".to_owned()), "{history:?}");
         assert!(history.contains(&"payment_authorized".to_owned()), "{history:?}");
+        let metrics = app.get("/metrics").await;
+        let metrics = metrics.body.as_str().unwrap();
+        assert!(metrics.contains("bounded_saga_outcomes_total{outcome=\"confirmed\"}"), "{metrics}");
+        assert!(metrics.contains("bounded_saga_duration_seconds"), "{metrics}");
     }
 
     async fn an_order_beyond_stock_is_rejected_out_of_stock_and_holds_nothing(app) {

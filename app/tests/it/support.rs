@@ -353,6 +353,10 @@ pub fn read_log_until_url(
     let reader = std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             // Keep draining after the receiver is gone.
+            // Errors of the server show in the output of a failing test.
+            if line.contains("ERROR") {
+                eprintln!("server: {line}");
+            }
             let _ = lines_tx.send(line);
         }
     });

@@ -43,6 +43,8 @@ pub struct ReservationHandler;
 #[async_trait]
 impl Handler for ReservationHandler {
     async fn handle(&self, tx: &mut Tx, event: &Envelope) -> anyhow::Result<()> {
+        // Stock rows are locked and events published: the outbox lock first, always.
+        outbox::lock(tx).await?;
         if let Some(placed) = event.decode::<OrderPlaced>() {
             reserve(tx, &placed?).await
         } else if let Some(confirmed) = event.decode::<OrderConfirmed>() {

@@ -42,7 +42,11 @@ struct Locked {
     created_at: OffsetDateTime,
 }
 
+/// Locks the order for a transition. The outbox lock comes first (see [`outbox::lock`]): two
+/// subscription batches (stock and payment replies) and the timer each lock orders and publish,
+/// and would otherwise deadlock over an order and the outbox.
 async fn lock(tx: &mut Tx, order_id: Uuid) -> anyhow::Result<Option<Locked>> {
+    outbox::lock(tx).await?;
     let sql = match tx.conn {
         TxConn::Sqlite(_) => {
             "SELECT o.status, s.stock, s.payment, s.deadline_us, s.steps, o.created_at \

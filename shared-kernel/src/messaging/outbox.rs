@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::event::{Envelope, EventContext, IntegrationEvent};
 use crate::clock;
-use crate::storage::{ModuleDb, StorageError, Tx};
+use crate::storage::{ModuleDb, StorageError, Tx, TxConn};
 use crate::{with_reader, with_tx};
 
 /// The Postgres channel on which commits that appended to an outbox are announced.
@@ -54,6 +54,21 @@ pub async fn append<E: IntegrationEvent>(
     })?;
     tx.appended += 1;
     Ok((id, seq))
+}
+
+/// Takes the outbox's append lock now rather than at the first [`append`] (Postgres; SQLite's
+/// single writer serializes writers anyway). Every transaction of a module that both locks
+/// rows and may publish takes it **first**: then all of them lock in one order — the outbox,
+/// then rows — and two of them can never deadlock, one holding a row and waiting for the
+/// outbox while the other holds the outbox and waits for that row. (A subscription batch
+/// applies many events and would otherwise interleave row locks and appends.)
+pub async fn lock(tx: &mut Tx) -> Result<(), sqlx::Error> {
+    if let TxConn::Postgres(conn) = &mut tx.conn {
+        sqlx::query("SELECT seq FROM outbox_head WHERE id = 1 FOR UPDATE")
+            .execute(&mut **conn)
+            .await?;
+    }
+    Ok(())
 }
 
 type OutboxRow = (
