@@ -48,6 +48,11 @@ pub enum Command {
     Serve(ServeArgs),
     /// Create or upgrade every module's database, then exit.
     Migrate(StorageArgs),
+    /// Compare orders, payments and stock through the module APIs; exit 1 listing every
+    /// discrepancy.
+    Reconcile(StorageArgs),
+    /// Seed sample customers, products, stock and a stream of orders into a running instance.
+    Demo(DemoArgs),
     /// The architecture lint.
     Arch {
         #[command(subcommand)]
@@ -84,6 +89,25 @@ pub struct StorageArgs {
     /// Password of the per-module Postgres login roles.
     #[arg(long, env = "BOUNDED_DB_ROLE_PASSWORD", hide_env_values = true)]
     pub db_role_password: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Base URL of the running instance.
+    #[arg(long, env = "BOUNDED_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// Orders to place.
+    #[arg(long, env = "BOUNDED_DEMO_ORDERS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub orders: u32,
+    /// Customers to register.
+    #[arg(long, env = "BOUNDED_DEMO_CUSTOMERS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub customers: u32,
+    /// Products to create, each with stock in two warehouses.
+    #[arg(long, env = "BOUNDED_DEMO_PRODUCTS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub products: u32,
+    /// Orders in flight at once.
+    #[arg(long, env = "BOUNDED_DEMO_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub concurrency: u32,
 }
 
 #[derive(Debug, Clone, Args)]

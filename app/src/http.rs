@@ -39,6 +39,23 @@ const READY_PING_TIMEOUT: Duration = Duration::from_secs(2);
 )]
 struct ApiDoc;
 
+/// The OpenAPI document as served, set once the router is built.
+#[derive(Debug, Clone, Default)]
+struct Document(std::sync::Arc<std::sync::OnceLock<String>>);
+
+/// The OpenAPI 3.1 document of every endpoint, this one included.
+#[utoipa::path(
+    get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json", body = Object))
+)]
+async fn openapi_document(State(document): State<Document>) -> impl IntoResponse {
+    let json = document.0.get().cloned().unwrap_or_default();
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        json,
+    )
+}
+
 /// The full router and its OpenAPI document.
 pub fn router(modules: &Modules) -> Router {
     crate::telemetry::prometheus();
@@ -59,24 +76,27 @@ pub fn router(modules: &Modules) -> Router {
         .routes(routes!(health))
         .routes(routes!(ready))
         .with_state(modules.clone());
+    let metrics = OpenApiRouter::new()
+        .routes(routes!(crate::telemetry::render))
+        .with_state(modules.bus.clone());
+    // The document describes itself too: it is filled in once the router is complete.
+    let document = Document::default();
+    let describe = OpenApiRouter::new()
+        .routes(routes!(openapi_document))
+        .with_state(document.clone());
     let (router, openapi) = api
         .merge(ops)
+        .merge(metrics)
+        .merge(describe)
         .merge(crate::ops::router(modules.bus.clone()))
+        .merge(crate::ops_views::router(modules.clone()))
         .split_for_parts();
-    let openapi_json = serde_json::to_string_pretty(&openapi).unwrap_or_default();
+    let _ = document
+        .0
+        .set(serde_json::to_string_pretty(&openapi).unwrap_or_default());
 
     let request_id = HeaderName::from_static("x-request-id");
     router
-        .route(
-            "/openapi.json",
-            axum::routing::get(move || async move {
-                ([(axum::http::header::CONTENT_TYPE, "application/json")], openapi_json)
-            }),
-        )
-        .route(
-            "/metrics",
-            axum::routing::get(crate::telemetry::render).with_state(modules.bus.clone()),
-        )
         .fallback(|| async { Problem::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             Problem::new(

@@ -6,8 +6,11 @@
 
 pub mod arch;
 pub mod config;
+pub mod demo;
 pub mod http;
 pub mod modules;
 pub mod ops;
+pub mod ops_views;
+pub mod reconcile;
 pub mod startup;
 pub mod telemetry;

@@ -40,7 +40,31 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 .await
         }
         Command::Migrate(args) => Modules::migrate(&args.storage_config()).await,
+        Command::Reconcile(args) => reconcile(&args).await,
+        Command::Demo(args) => app::demo::run(&args).await,
         Command::Arch { .. } => Ok(()),
+    }
+}
+
+/// Opens every module's database (as `migrate` does), reconciles, prints the report as JSON;
+/// fails when modules disagree.
+async fn reconcile(args: &app::config::StorageArgs) -> anyhow::Result<()> {
+    let modules = Modules::open_all(&args.storage_config()).await?;
+    let (Some(orders), Some(inventory), Some(payments)) = (
+        modules.orders.clone(),
+        modules.inventory.clone(),
+        modules.payments.clone(),
+    ) else {
+        anyhow::bail!("reconciliation needs the orders, inventory and payments modules");
+    };
+    let report = app::reconcile::reconcile(orders, inventory, payments).await;
+    modules.close().await;
+    let report = report?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    if report.discrepancies.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("{} discrepancies", report.discrepancies.len())
     }
 }
 

@@ -195,6 +195,27 @@ impl Modules {
         Timers { stop, tasks }
     }
 
+    /// Opens every module's database now (failing if one cannot be opened), for one-off
+    /// commands such as `reconcile`; no subscription or timer runs.
+    pub async fn open_all(storage: &StorageConfig) -> anyhow::Result<Self> {
+        let modules = Self::start(
+            &crate::config::ModuleSet::all(),
+            storage,
+            ModuleSettings {
+                default_credit_limit_cents: 0,
+                saga_timeout: std::time::Duration::from_secs(30),
+                delivery: DeliveryConfig::default(),
+            },
+        )
+        .await;
+        for db in &modules.databases {
+            db.ping(std::time::Duration::from_secs(5))
+                .await
+                .with_context(|| format!("opening the {} database", db.module()))?;
+        }
+        Ok(modules)
+    }
+
     /// Creates or upgrades every module's database; fails on the first that cannot be.
     pub async fn migrate(storage: &StorageConfig) -> anyhow::Result<()> {
         for Registration {

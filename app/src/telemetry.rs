@@ -61,7 +61,12 @@ pub async fn track_http(request: Request, next: Next) -> Response {
     response
 }
 
-/// `GET /metrics`: Prometheus text format.
+/// Prometheus metrics: HTTP latency, outbox appends, subscription lag and failures, saga
+/// outcomes and durations, event-store conflicts.
+#[utoipa::path(
+    get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String))
+)]
 pub async fn render(State(bus): State<Bus>) -> Result<Response, Problem> {
     for status in bus.status().await? {
         let name = status.name.clone();

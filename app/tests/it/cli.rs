@@ -124,3 +124,49 @@ fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+#[test]
+fn demo_seeds_a_running_instance_and_every_order_settles() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("BOUNDED_DATABASE_URL")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (_log, _lines, url) = crate::support::read_log_until_url(&mut server);
+    let demo = Command::new(BIN)
+        .args([
+            "demo",
+            "--url",
+            &url,
+            "--orders",
+            "25",
+            "--customers",
+            "3",
+            "--products",
+            "3",
+        ])
+        .output()
+        .unwrap();
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let stdout = String::from_utf8_lossy(&demo.stdout);
+    assert!(
+        demo.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&demo.stderr)
+    );
+    assert!(stdout.contains("registered 3 customers"), "{stdout}");
+    assert!(stdout.contains("placed 25/25 orders"), "{stdout}");
+    assert!(stdout.contains("settled 25 orders"), "{stdout}");
+    assert!(stdout.contains("CONFIRMED"), "{stdout}");
+
+    let unreachable = Command::new(BIN)
+        .args(["demo", "--url", "http://127.0.0.1:9", "--orders", "1"])
+        .output()
+        .unwrap();
+    assert!(!unreachable.status.success());
+    assert!(String::from_utf8_lossy(&unreachable.stderr).contains("is `bounded serve` running"));
+}

@@ -16,6 +16,7 @@ mod isolation;
 mod messaging;
 mod messaging_properties;
 mod openapi;
+mod ops_views;
 mod orders;
 mod readiness;
 mod saga;

@@ -126,6 +126,58 @@ fn orders_from_rows(rows: Vec<OrderLineRow>) -> Result<Vec<Order>, OrdersError> 
     Ok(orders)
 }
 
+/// One step of a saga as read, joined with its saga and order.
+#[derive(Debug, sqlx::FromRow)]
+struct SagaStepRow {
+    id: Uuid,
+    status: String,
+    stock: String,
+    payment: String,
+    deadline_us: i64,
+    n: i32,
+    step: String,
+    detail: Option<String>,
+    at: OffsetDateTime,
+}
+
+/// Columns of [`SagaStepRow`], for queries over `orders o`, `sagas s`, `saga_steps st`.
+macro_rules! saga_columns {
+    () => {
+        "o.id, o.status, s.stock, s.payment, s.deadline_us, st.n, st.step, st.detail, st.at"
+    };
+}
+
+/// Groups rows ordered by order id and step number into sagas.
+fn sagas_from_rows(rows: Vec<SagaStepRow>) -> Result<Vec<Saga>, OrdersError> {
+    let participant = |value: &str| match value {
+        "succeeded" => Ok(Participant::Succeeded),
+        "failed" => Ok(Participant::Failed),
+        "waiting" => Ok(Participant::Waiting),
+        _ => Err(corrupt("saga participant")),
+    };
+    let mut sagas: Vec<Saga> = Vec::new();
+    for row in rows {
+        let step = SagaStep {
+            n: i64::from(row.n),
+            step: row.step,
+            detail: row.detail,
+            at: row.at,
+        };
+        match sagas.last_mut() {
+            Some(saga) if saga.order_id.0 == row.id => saga.steps.push(step),
+            _ => sagas.push(Saga {
+                order_id: OrderId(row.id),
+                status: OrderStatus::parse(&row.status).ok_or_else(|| corrupt("status"))?,
+                stock: participant(&row.stock)?,
+                payment: participant(&row.payment)?,
+                deadline: saga::from_unix_micros(row.deadline_us),
+                steps: vec![step],
+            }),
+        }
+    }
+    Ok(sagas)
+}
+
 fn corrupt(column: &str) -> OrdersError {
     OrdersError::Unexpected(format!("stored order has an unknown {column}").into())
 }
@@ -472,51 +524,46 @@ impl OrdersApi for Orders {
     }
 
     async fn saga(&self, id: OrderId) -> Result<Saga, OrdersError> {
-        let reader = self.db.reader()?;
-        let head: Option<(String, String, String, i64)> = with_reader!(reader, |pool| {
-            sqlx::query_as(
-                "SELECT o.status, s.stock, s.payment, s.deadline_us \
-                 FROM orders o JOIN sagas s ON s.order_id = o.id WHERE o.id = $1",
-            )
+        let rows: Vec<SagaStepRow> = with_reader!(self.db.reader()?, |pool| {
+            sqlx::query_as(concat!(
+                "SELECT ",
+                saga_columns!(),
+                " FROM orders o JOIN sagas s ON s.order_id = o.id \
+                 JOIN saga_steps st ON st.order_id = o.id WHERE o.id = $1 ORDER BY st.n"
+            ))
             .bind(id.0)
-            .fetch_optional(pool)
+            .fetch_all(pool)
             .await
         })
         .map_err(|e| self.storage(e))?;
-        let Some((status, stock, payment, deadline_us)) = head else {
-            return Err(OrdersError::NotFound(id));
-        };
-        let steps: Vec<(i32, String, Option<String>, OffsetDateTime)> =
-            with_reader!(reader, |pool| {
-                sqlx::query_as(
-                    "SELECT n, step, detail, at FROM saga_steps WHERE order_id = $1 ORDER BY n",
-                )
-                .bind(id.0)
-                .fetch_all(pool)
-                .await
-            })
-            .map_err(|e| self.storage(e))?;
-        let participant = |value: &str| match value {
-            "succeeded" => Ok(Participant::Succeeded),
-            "failed" => Ok(Participant::Failed),
-            "waiting" => Ok(Participant::Waiting),
-            _ => Err(corrupt("saga participant")),
-        };
-        Ok(Saga {
-            order_id: id,
-            status: OrderStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
-            stock: participant(&stock)?,
-            payment: participant(&payment)?,
-            deadline: saga::from_unix_micros(deadline_us),
-            steps: steps
-                .into_iter()
-                .map(|(n, step, detail, at)| SagaStep {
-                    n: i64::from(n),
-                    step,
-                    detail,
-                    at,
-                })
-                .collect(),
+        sagas_from_rows(rows)?
+            .pop()
+            .ok_or(OrdersError::NotFound(id))
+    }
+
+    async fn list_sagas(
+        &self,
+        status: Option<OrderStatus>,
+        page: PageRequest,
+    ) -> Result<Page<Saga>, OrdersError> {
+        let rows: Vec<SagaStepRow> = with_reader!(self.db.reader()?, |pool| {
+            sqlx::query_as(concat!(
+                "SELECT ",
+                saga_columns!(),
+                " FROM (SELECT id, status FROM orders \
+                   WHERE id > $1 AND ($2 IS NULL OR status = $2) ORDER BY id LIMIT $3) o \
+                 JOIN sagas s ON s.order_id = o.id \
+                 JOIN saga_steps st ON st.order_id = o.id ORDER BY o.id, st.n"
+            ))
+            .bind(page.after.unwrap_or(Uuid::nil()))
+            .bind(status.map(OrderStatus::as_str))
+            .bind(i64::from(page.limit) + 1)
+            .fetch_all(pool)
+            .await
         })
+        .map_err(|e| self.storage(e))?;
+        Ok(Page::from_rows(sagas_from_rows(rows)?, page, |s| {
+            s.order_id.0
+        }))
     }
 }

@@ -26,6 +26,9 @@ pub trait EventLog: Send + Sync + Debug + 'static {
     /// Up to `limit` events after `after_seq`, in seq order.
     async fn read_after(&self, after_seq: i64, limit: i64) -> anyhow::Result<Vec<Envelope>>;
 
+    /// Every retained event of one aggregate, in seq order.
+    async fn about(&self, aggregate_id: &str) -> anyhow::Result<Vec<Envelope>>;
+
     /// The last seq committed to the log.
     async fn head(&self) -> anyhow::Result<i64>;
 
@@ -56,6 +59,10 @@ impl EventLog for OutboxLog {
 
     async fn read_after(&self, after_seq: i64, limit: i64) -> anyhow::Result<Vec<Envelope>> {
         Ok(outbox::read_after(&self.db, after_seq, limit).await?)
+    }
+
+    async fn about(&self, aggregate_id: &str) -> anyhow::Result<Vec<Envelope>> {
+        Ok(outbox::about(&self.db, aggregate_id).await?)
     }
 
     async fn head(&self) -> anyhow::Result<i64> {

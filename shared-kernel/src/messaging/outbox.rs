@@ -103,9 +103,29 @@ pub async fn read_after(
         .await
     })
     .map_err(|e| db.classify(e))?;
+    Ok(envelopes(db, rows))
+}
+
+/// Every retained event of one aggregate (`aggregate_id`, any type) in `db`'s outbox, in seq
+/// order: what a timeline of that aggregate shows.
+pub async fn about(db: &ModuleDb, aggregate_id: &str) -> Result<Vec<Envelope>, StorageError> {
+    let rows: Vec<OutboxRow> = with_reader!(db.reader()?, |pool| {
+        sqlx::query_as(
+            "SELECT seq, id, aggregatetype, aggregateid, type, event_version, payload, \
+               occurred_at, correlation_id, causation_id, headers \
+             FROM outbox WHERE aggregateid = $1 ORDER BY seq",
+        )
+        .bind(aggregate_id)
+        .fetch_all(pool)
+        .await
+    })
+    .map_err(|e| db.classify(e))?;
+    Ok(envelopes(db, rows))
+}
+
+fn envelopes(db: &ModuleDb, rows: Vec<OutboxRow>) -> Vec<Envelope> {
     let source = db.module().to_owned();
-    Ok(rows
-        .into_iter()
+    rows.into_iter()
         .map(
             |(
                 seq,
@@ -134,7 +154,7 @@ pub async fn read_after(
                 payload: payload.0,
             },
         )
-        .collect())
+        .collect()
 }
 
 /// The last seq appended to `db`'s outbox (0 when empty).

@@ -272,6 +272,17 @@ pub trait OrdersApi: Send + Sync + 'static {
     /// # Errors
     /// - [`OrdersError::NotFound`]; [`OrdersError::Unavailable`].
     async fn saga(&self, id: OrderId) -> Result<Saga, OrdersError>;
+
+    /// Sagas in placement order, optionally only those whose order is in `status` (`PENDING`:
+    /// still open), with their step history.
+    ///
+    /// # Errors
+    /// - [`OrdersError::Unavailable`].
+    async fn list_sagas(
+        &self,
+        status: Option<OrderStatus>,
+        page: PageRequest,
+    ) -> Result<Page<Saga>, OrdersError>;
 }
 
 impl From<shared_kernel::storage::StorageError> for OrdersError {

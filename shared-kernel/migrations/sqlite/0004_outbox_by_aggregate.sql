@@ -1,0 +1,2 @@
+-- Events of one aggregate, for timelines (`EventLog::about`).
+CREATE INDEX outbox_by_aggregate ON outbox (aggregateid, seq);
