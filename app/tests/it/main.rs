@@ -17,6 +17,7 @@ mod messaging;
 mod messaging_properties;
 mod openapi;
 mod orders;
+mod read_model;
 mod readiness;
 mod saga;
 mod shop;
