@@ -69,6 +69,9 @@ pub fn router(modules: &Modules) -> Router {
     if let Some(orders) = &modules.orders {
         api = api.merge(orders::router(orders.clone()));
     }
+    if let Some(read_model) = &modules.read_model {
+        api = api.merge(orders::summaries_router(read_model.clone()));
+    }
     if let Some(payments) = &modules.payments {
         api = api.merge(payments::router(payments.clone()));
     }
@@ -88,7 +91,10 @@ pub fn router(modules: &Modules) -> Router {
         .merge(ops)
         .merge(metrics)
         .merge(describe)
-        .merge(crate::ops::router(modules.bus.clone()))
+        .merge(crate::ops::router(
+            modules.bus.clone(),
+            modules.read_model.clone(),
+        ))
         .merge(crate::ops_views::router(modules.clone()))
         .split_for_parts();
     let _ = document
@@ -139,7 +145,8 @@ async fn health() -> axum::Json<Health> {
 
 #[derive(Debug, Serialize, ToSchema)]
 struct Readiness {
-    /// `up` or `down` per module running in this process.
+    /// `up` or `down` per module running in this process; a module with several databases
+    /// (orders and its read store) is `up` when all of them are.
     modules: BTreeMap<&'static str, &'static str>,
 }
 
@@ -154,9 +161,15 @@ async fn ready(State(modules): State<Modules>) -> impl IntoResponse {
             Ok(()) => "up",
             Err(_) => "down",
         };
-        (db.module(), state)
+        (crate::modules::owner_of(db.module()), state)
     });
-    let modules: BTreeMap<_, _> = join_all(pings).await.into_iter().collect();
+    let mut modules = BTreeMap::new();
+    for (module, state) in join_all(pings).await {
+        let entry = modules.entry(module).or_insert(state);
+        if state == "down" {
+            *entry = state;
+        }
+    }
     let status = if modules.values().all(|s| *s == "up") {
         StatusCode::OK
     } else {

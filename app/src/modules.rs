@@ -56,6 +56,19 @@ pub const REGISTRY: [Registration; 4] = [
     },
 ];
 
+/// The module owning the database `store`: `orders` for its read store `orders_read`.
+pub fn owner_of(store: &'static str) -> &'static str {
+    REGISTRY
+        .iter()
+        .map(|module| module.name)
+        .find(|name| {
+            store
+                .strip_prefix(name)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('_'))
+        })
+        .unwrap_or(store)
+}
+
 /// Settings of the modules' behaviour (as opposed to where their data lives).
 #[derive(Debug, Clone, Copy)]
 pub struct ModuleSettings {
@@ -87,6 +100,8 @@ pub struct Modules {
     pub inventory: Option<Arc<dyn InventoryApi>>,
     pub orders: Option<Arc<dyn OrdersApi>>,
     pub payments: Option<Arc<dyn PaymentsApi>>,
+    /// The orders read model (`order_summaries`), when orders runs here.
+    pub read_model: Option<orders::ReadModel>,
     /// The orders module itself, for its saga timer.
     saga_timer: Option<orders::Orders>,
     /// Every subscription of the local modules, over their outboxes.
@@ -113,7 +128,18 @@ impl Modules {
             .iter()
             .filter(|module| selected.contains(module.name))
             .map(|module| ModuleDb::connect(module.name, module.migrations, storage.clone()));
-        let databases = join_all(opening).await;
+        let mut databases = join_all(opening).await;
+        // Orders owns a second database, its read store, where the read model lives.
+        if selected.contains(orders::NAME) {
+            databases.push(
+                ModuleDb::connect(
+                    orders::READ_STORE,
+                    &orders::READ_MIGRATIONS,
+                    storage.clone(),
+                )
+                .await,
+            );
+        }
         let db = |name: &str| databases.iter().find(|db| db.module() == name).cloned();
         let bus = Bus::new(settings.delivery);
         for database in &databases {
@@ -160,8 +186,10 @@ impl Modules {
             }
             _ => None,
         };
+        let read_model = db(orders::READ_STORE).map(orders::ReadModel::new);
         let subscriptions = orders::subscriptions()
             .into_iter()
+            .chain(read_model.iter().flat_map(orders::ReadModel::subscriptions))
             .chain(inventory::subscriptions())
             .chain(payments.iter().flat_map(payments::subscriptions));
         for subscription in subscriptions {
@@ -176,6 +204,7 @@ impl Modules {
                 .clone()
                 .map(|orders| Arc::new(orders) as Arc<dyn OrdersApi>),
             saga_timer,
+            read_model,
             databases,
         }
     }
@@ -228,6 +257,15 @@ impl Modules {
             tracing::info!(module = name, "Module database is up to date.");
             db.close().await;
         }
+        let read = ModuleDb::open(orders::READ_STORE, &orders::READ_MIGRATIONS, storage)
+            .await
+            .context("migrating the orders read store")?;
+        tracing::info!(
+            module = orders::NAME,
+            store = orders::READ_STORE,
+            "Read store is up to date."
+        );
+        read.close().await;
         Ok(())
     }
 

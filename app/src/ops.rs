@@ -1,6 +1,8 @@
-//! Operations endpoints of the messaging runtime: subscription positions and rewinds.
+//! Operations endpoints of the messaging runtime (subscription positions, rewinds, dead
+//! letters) and of the read models (rebuilds).
 
 use axum::extract::{Path, State};
+use orders::{ReadModel, RebuildReport};
 use serde::{Deserialize, Serialize};
 use shared_kernel::http::{Json, Problem, path_id};
 use shared_kernel::messaging::dead_letters::{DeadLetter, DeadLetterError};
@@ -10,7 +12,13 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-pub fn router(bus: Bus) -> OpenApiRouter {
+pub fn router(bus: Bus, read_model: Option<ReadModel>) -> OpenApiRouter {
+    let projections = OpenApiRouter::new()
+        .routes(routes!(rebuild_projection))
+        .with_state(Projections {
+            bus: bus.clone(),
+            read_model,
+        });
     OpenApiRouter::new()
         .routes(routes!(list_modules))
         .routes(routes!(list_subscriptions))
@@ -19,6 +27,41 @@ pub fn router(bus: Bus) -> OpenApiRouter {
         .routes(routes!(retry_dead_letter))
         .routes(routes!(discard_dead_letter))
         .with_state(bus)
+        .merge(projections)
+}
+
+/// The read models of this process and the bus that feeds them.
+#[derive(Debug, Clone)]
+struct Projections {
+    bus: Bus,
+    read_model: Option<ReadModel>,
+}
+
+/// Rebuilds a read model from the retained event log: the new version is built aside and
+/// swapped in at the end; reads keep answering from the current one meanwhile.
+#[utoipa::path(
+    post, path = "/ops/projections/{name}/rebuild", tag = "operations",
+    params(("name" = String, Path, description = "Projection name: `order_summaries`")),
+    responses(
+        (status = 200, description = "Rebuilt and swapped in", body = RebuildReport),
+        (status = 404, description = "No such projection here", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A rebuild is already running, or the log was pruned", body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn rebuild_projection(
+    State(projections): State<Projections>,
+    Path(name): Path<String>,
+) -> Result<axum::Json<RebuildReport>, Problem> {
+    let model = match &projections.read_model {
+        Some(model) if name == orders::PROJECTION => model,
+        _ => return Err(Problem::not_found(format!("no projection named {name:?}"))),
+    };
+    let report = model
+        .rebuild(&projections.bus)
+        .await
+        .map_err(orders::read_problem)?;
+    Ok(axum::Json(report))
 }
 
 /// The module graph as this process runs it.
@@ -38,8 +81,8 @@ struct ModuleInfo {
     local: bool,
     /// Integration event types the module publishes.
     publishes: Vec<&'static str>,
-    /// Event types its subscriptions apply (a subscription that takes every event of its
-    /// source lists `<source>.*`).
+    /// Event types its subscriptions apply, its read stores' included (a subscription that
+    /// takes every event of its source lists `<source>.*`).
     consumes: Vec<String>,
 }
 
@@ -63,7 +106,7 @@ async fn list_modules(State(bus): State<Bus>) -> axum::Json<ModuleMap> {
             let (name, publishes) = (module.name, module.publishes);
             let mut consumes: Vec<String> = subscriptions
                 .iter()
-                .filter(|s| s.consumer == name)
+                .filter(|s| crate::modules::owner_of(s.consumer) == name)
                 .flat_map(|s| match s.handler.event_types() {
                     Some(types) => types.iter().map(|t| (*t).to_owned()).collect(),
                     None => vec![format!("{}.*", s.source)],
@@ -79,14 +122,17 @@ async fn list_modules(State(bus): State<Bus>) -> axum::Json<ModuleMap> {
             }
         })
         .collect();
+    // A module's own stores (the orders read store) count as the module; a subscription of
+    // one to the module's own events is inside the module, not an edge of the graph.
     let mut event_edges: Vec<Edge> = bus
         .subscriptions()
         .iter()
         .map(|s| Edge {
             from: s.source.to_owned(),
-            to: s.consumer.to_owned(),
+            to: crate::modules::owner_of(s.consumer).to_owned(),
             subscription: Some(s.name.clone()),
         })
+        .filter(|e| e.from != e.to)
         .collect();
     event_edges.sort();
     let mut call_edges: Vec<Edge> = crate::modules::REGISTRY

@@ -18,6 +18,7 @@ mod messaging_properties;
 mod openapi;
 mod ops_views;
 mod orders;
+mod read_model;
 mod readiness;
 mod saga;
 mod shop;

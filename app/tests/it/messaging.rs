@@ -82,7 +82,11 @@ both_backends! {
         let status = app.get("/ops/subscriptions").await;
         let status = status.ok(200).as_array().unwrap().clone();
         let names: Vec<_> = status.iter().map(|s| s["name"].as_str().unwrap().to_owned()).collect();
-        assert_eq!(names, ["orders<-customers", "orders<-inventory", "orders<-payments", "inventory<-orders", "payments<-customers", "payments<-orders"]);
+        assert_eq!(names, [
+            "orders<-customers", "orders<-inventory", "orders<-payments",
+            "order_summaries<-customers", "order_summaries<-orders", "order_summaries<-payments",
+            "inventory<-orders", "payments<-customers", "payments<-orders",
+        ]);
         for subscription in &status {
             assert_eq!(subscription["lag"], 0, "{subscription}");
             assert_eq!(subscription["checkpoint"], subscription["head_seq"]);
@@ -248,8 +252,15 @@ async fn ops_modules_shows_the_graph_that_arch_graph_draws() {
             "inventory.ProductUpdated",
             "inventory.StockReservationFailed",
             "inventory.StockReserved",
+            "orders.OrderCancelled",
+            "orders.OrderConfirmed",
+            "orders.OrderPlaced",
+            "orders.OrderRejected",
             "payments.PaymentAuthorized",
-            "payments.PaymentDeclined"
+            "payments.PaymentCaptured",
+            "payments.PaymentDeclined",
+            "payments.PaymentRefunded",
+            "payments.PaymentVoided"
         ])
     );
     assert_eq!(

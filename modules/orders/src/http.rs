@@ -7,11 +7,15 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use orders_api::{NewOrder, Order, OrderFilter, OrderId, OrderStatus, OrdersApi, OrdersError};
 use serde::Deserialize;
-use shared_kernel::http::{FieldError, Json, ListParams, Page, Problem, idempotency_key, path_id};
+use shared_kernel::http::{
+    FieldError, Json, ListParams, Page, PageRequest, Problem, idempotency_key, path_id,
+};
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
+
+use crate::read_model::{OrderSummary, ReadModel, ReadModelError, SummaryFilter};
 
 type Api = Arc<dyn OrdersApi>;
 
@@ -153,35 +157,41 @@ async fn list_orders(
     State(api): State<Api>,
     Query(params): Query<ListOrdersParams>,
 ) -> Result<axum::Json<Page<Order>>, Problem> {
-    let list = ListParams {
-        limit: params.limit,
-        after: params.after,
-    };
-    let (page, mut errors) = match list.page() {
-        Ok(page) => (Some(page), Vec::new()),
-        Err(errors) => (None, errors),
-    };
-    let mut filter = OrderFilter::default();
-    if let Some(raw) = params.customer_id.as_deref() {
-        match Uuid::parse_str(raw) {
-            Ok(id) => filter.customer_id = Some(id),
-            Err(_) => errors.push(FieldError::new("customer_id", "must be a UUID")),
+    let (filter, page) = params.validate()?;
+    Ok(axum::Json(api.list(filter, page).await.map_err(problem)?))
+}
+
+impl ListOrdersParams {
+    /// The filter and page, or a 422 naming every invalid field.
+    fn validate(self) -> Result<(OrderFilter, PageRequest), Problem> {
+        let list = ListParams {
+            limit: self.limit,
+            after: self.after,
+        };
+        let (page, mut errors) = match list.page() {
+            Ok(page) => (Some(page), Vec::new()),
+            Err(errors) => (None, errors),
+        };
+        let mut filter = OrderFilter::default();
+        if let Some(raw) = self.customer_id.as_deref() {
+            match Uuid::parse_str(raw) {
+                Ok(id) => filter.customer_id = Some(id),
+                Err(_) => errors.push(FieldError::new("customer_id", "must be a UUID")),
+            }
         }
-    }
-    if let Some(raw) = params.status.as_deref() {
-        match OrderStatus::parse(raw) {
-            Some(status) => filter.status = Some(status),
-            None => errors.push(FieldError::new(
-                "status",
-                "must be one of PENDING, CONFIRMED, REJECTED, CANCELLED",
-            )),
+        if let Some(raw) = self.status.as_deref() {
+            match OrderStatus::parse(raw) {
+                Some(status) => filter.status = Some(status),
+                None => errors.push(FieldError::new(
+                    "status",
+                    "must be one of PENDING, CONFIRMED, REJECTED, CANCELLED",
+                )),
+            }
         }
-    }
-    match page {
-        Some(page) if errors.is_empty() => {
-            Ok(axum::Json(api.list(filter, page).await.map_err(problem)?))
+        match page {
+            Some(page) if errors.is_empty() => Ok((filter, page)),
+            _ => Err(Problem::validation(errors)),
         }
-        _ => Err(Problem::validation(errors)),
     }
 }
 
@@ -203,4 +213,48 @@ async fn cancel_order(
     let id = OrderId(path_id(&id, "order")?);
     let order = api.cancel(id).await.map_err(problem)?;
     Ok((StatusCode::ACCEPTED, axum::Json(order)))
+}
+
+/// The read model's routes: `GET /order-summaries`.
+pub fn summaries_router(model: ReadModel) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(list_summaries))
+        .with_state(model)
+}
+
+/// The problem a read-model failure answers with.
+pub fn read_problem(error: ReadModelError) -> Problem {
+    match error {
+        e @ (ReadModelError::RebuildRunning | ReadModelError::LogPruned { .. }) => {
+            Problem::conflict(e.to_string())
+        }
+        ReadModelError::SourceUnavailable(module) => Problem::unavailable(module),
+        ReadModelError::Storage(error) => error.into(),
+        e @ ReadModelError::Projection(_) => Problem::internal(&e),
+    }
+}
+
+/// Order summaries of the CQRS read model, in order-id order: eventually consistent with
+/// orders, customers (current name and email) and payments.
+#[utoipa::path(
+    get, path = "/order-summaries", tag = "orders",
+    params(ListOrdersParams),
+    responses(
+        (status = 200, body = Page<OrderSummary>),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The read store is unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn list_summaries(
+    State(model): State<ReadModel>,
+    Query(params): Query<ListOrdersParams>,
+) -> Result<axum::Json<Page<OrderSummary>>, Problem> {
+    let (filter, page) = params.validate()?;
+    let filter = SummaryFilter {
+        customer_id: filter.customer_id,
+        status: filter.status,
+    };
+    Ok(axum::Json(
+        model.list(filter, page).await.map_err(read_problem)?,
+    ))
 }

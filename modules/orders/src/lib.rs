@@ -1,12 +1,14 @@
 //! The orders module: placing and cancelling orders, and orchestrating the order saga.
 //!
 //! Owns `orders`, `order_lines`, `sagas`, `saga_steps` and the replicas of customers and
-//! products (in `orders.sqlite` or schema `orders`). Checks customers and products through
+//! products (in `orders.sqlite` or schema `orders`); and, in a second database of its own (the
+//! read store `orders_read`), the CQRS read model `order_summaries` (see [`ReadModel`]). Checks customers and products through
 //! their modules' contracts at placement; stock and payment answer through events. Other
 //! modules reach it only through [`orders_api::OrdersApi`] and its events.
 
 mod domain;
 mod http;
+mod read_model;
 mod replicas;
 mod saga;
 mod service;
@@ -15,7 +17,11 @@ use std::sync::Arc;
 
 use shared_kernel::messaging::Subscription;
 
-pub use http::router;
+pub use http::{read_problem, router, summaries_router};
+pub use read_model::{
+    OrderSummary, PROJECTION, READ_MIGRATIONS, READ_STORE, ReadModel, ReadModelError,
+    RebuildReport, SummaryFilter, SwapHold,
+};
 pub use service::{Orders, OrdersConfig};
 
 /// The module's name: its database file, Postgres schema and role suffix.

@@ -128,6 +128,11 @@ impl Bus {
         self.write().logs.insert(log.source(), log);
     }
 
+    /// The log of `source`, if it is readable here: what a projection rebuild replays.
+    pub fn log(&self, source: &str) -> Option<Arc<dyn EventLog>> {
+        self.read().logs.get(source).cloned()
+    }
+
     /// Every subscription whose consumer runs here and whose source's log is readable here.
     fn local(&self) -> Vec<(Subscription, ModuleDb, Arc<dyn EventLog>)> {
         let state = self.read();
@@ -396,12 +401,24 @@ impl Bus {
             .map(watch::Sender::subscribe)
             .collect();
         let check = async {
+            // Positions are read one subscription after another, so one look can see a
+            // consumer caught up just before a handler elsewhere appends to its source. Two
+            // looks in a row, both caught up with the same heads, leave no event in flight:
+            // an append between them would change a head or show as lag.
+            let mut previous: Option<Vec<(String, i64)>> = None;
             loop {
                 if let Ok(status) = self.status().await
                     && status.iter().all(|s| s.lag == 0)
                 {
-                    return;
+                    let heads: Vec<(String, i64)> =
+                        status.into_iter().map(|s| (s.name, s.head_seq)).collect();
+                    if previous.as_ref() == Some(&heads) {
+                        return;
+                    }
+                    previous = Some(heads);
+                    continue;
                 }
+                previous = None;
                 // Local workers announce each batch; progress made by another process on the
                 // same database is only seen by looking again, hence the short re-check.
                 let recheck = tokio::time::sleep(Duration::from_millis(100));

@@ -16,4 +16,6 @@ mod subscription;
 pub use bus::{Bus, BusError, SubscriptionStatus, Workers};
 pub use event::{Envelope, EventContext, IntegrationEvent, MalformedEvent};
 pub use log::{EventLog, OutboxLog};
-pub use subscription::{DeliveryConfig, Handler, Subscription, checkpoint, rewind};
+pub use subscription::{
+    DeliveryConfig, Handler, Subscription, checkpoint, lock_checkpoint, rewind,
+};

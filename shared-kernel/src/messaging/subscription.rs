@@ -138,8 +138,11 @@ pub(crate) async fn ensure_checkpoint(
 }
 
 /// Reads the checkpoint inside `tx`, locking it on Postgres so that two processes never run
-/// one subscription's batch at the same time (SQLite has a single writer anyway).
-pub(crate) async fn lock_checkpoint(tx: &mut Tx, name: &str) -> Result<i64, sqlx::Error> {
+/// one subscription's batch at the same time (SQLite has a single writer anyway). A consumer
+/// that must act between two batches of its own subscription (a projection swapping in a
+/// rebuilt generation) locks it the same way. Fails with `RowNotFound` before the
+/// subscription's first start.
+pub async fn lock_checkpoint(tx: &mut Tx, name: &str) -> Result<i64, sqlx::Error> {
     let sql = match tx.conn {
         TxConn::Sqlite(_) => "SELECT seq FROM subscription_checkpoints WHERE name = $1",
         TxConn::Postgres(_) => {
