@@ -48,6 +48,8 @@ impl Application {
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("binding {}", settings.listen))?;
+        // The recorder first: the gateway sets its breaker gauges when it is built.
+        crate::telemetry::prometheus();
         let gateway = Gateway::for_modules(
             &modules,
             GatewayConfig {
