@@ -10,6 +10,7 @@
 //! | `--modules` | `BOUNDED_MODULES` | `all` |
 //! | `--default-credit-limit-cents` | `BOUNDED_DEFAULT_CREDIT_LIMIT_CENTS` | `1000000` |
 //! | `--saga-timeout` | `BOUNDED_SAGA_TIMEOUT` | `30s` |
+//! | `--composition-timeout` | `BOUNDED_COMPOSITION_TIMEOUT` | `500ms` (per module call of `/orders/{id}/details`) |
 //! | `--outbox-retention` | `BOUNDED_OUTBOX_RETENTION` | `7d` (`forever` keeps all) |
 //! | `--log-format` | `BOUNDED_LOG_FORMAT` | `text`; `json` for machines |
 //! | log filter | `BOUNDED_LOG` (or `RUST_LOG`) | `info` |
@@ -126,6 +127,10 @@ pub struct ServeArgs {
     /// How long an order's saga waits for stock and payment before rejecting it (`timeout`).
     #[arg(long, env = "BOUNDED_SAGA_TIMEOUT", default_value = "30s", value_parser = parse_saga_timeout)]
     pub saga_timeout: std::time::Duration,
+    /// Longest wait for one module's answer in `GET /orders/{id}/details`; a slower part is
+    /// `null` and its module `degraded` (`500ms`, `2s`; at most 60s).
+    #[arg(long, env = "BOUNDED_COMPOSITION_TIMEOUT", default_value = "500ms", value_parser = parse_composition_timeout)]
+    pub composition_timeout: std::time::Duration,
     /// How long processed events stay in each outbox for rewinds (`7d`, `12h`, or `forever`).
     #[arg(long, env = "BOUNDED_OUTBOX_RETENTION", default_value = "7d", value_parser = parse_retention)]
     pub outbox_retention: Retention,
@@ -149,6 +154,15 @@ fn parse_saga_timeout(value: &str) -> Result<std::time::Duration, String> {
         .map_err(|e| format!("expected a duration like 30s or 2m: {e}"))?;
     if timeout.is_zero() || timeout > std::time::Duration::from_secs(24 * 3600) {
         return Err("must be more than 0 and at most 24h".into());
+    }
+    Ok(timeout)
+}
+
+fn parse_composition_timeout(value: &str) -> Result<std::time::Duration, String> {
+    let timeout = humantime::parse_duration(value)
+        .map_err(|e| format!("expected a duration like 500ms or 2s: {e}"))?;
+    if timeout.is_zero() || timeout > std::time::Duration::from_secs(60) {
+        return Err("must be more than 0 and at most 60s".into());
     }
     Ok(timeout)
 }
@@ -224,6 +238,10 @@ mod tests {
         assert_eq!(args.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(args.modules, ModuleSet::all());
         assert_eq!(args.saga_timeout, std::time::Duration::from_secs(30));
+        assert_eq!(
+            args.composition_timeout,
+            std::time::Duration::from_millis(500)
+        );
         let config = args.storage.storage_config();
         assert_eq!(
             config.default,
@@ -249,5 +267,11 @@ mod tests {
         );
         assert!(parse_saga_timeout("0s").is_err());
         assert!(parse_saga_timeout("soon").is_err());
+        assert_eq!(
+            parse_composition_timeout("2s").unwrap(),
+            std::time::Duration::from_secs(2)
+        );
+        assert!(parse_composition_timeout("0ms").is_err());
+        assert!(parse_composition_timeout("2m").is_err());
     }
 }

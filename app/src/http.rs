@@ -19,6 +19,7 @@ use utoipa::{OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::gateway::Gateway;
 use crate::modules::Modules;
 
 /// Largest accepted request body.
@@ -56,8 +57,9 @@ async fn openapi_document(State(document): State<Document>) -> impl IntoResponse
     )
 }
 
-/// The full router and its OpenAPI document.
-pub fn router(modules: &Modules) -> Router {
+/// The full router and its OpenAPI document: the local modules' endpoints, the API
+/// composition of `gateway` and the operations endpoints.
+pub fn router(modules: &Modules, gateway: Gateway) -> Router {
     crate::telemetry::prometheus();
     let mut api = OpenApiRouter::with_openapi(ApiDoc::openapi());
     if let Some(customers) = &modules.customers {
@@ -75,6 +77,7 @@ pub fn router(modules: &Modules) -> Router {
     if let Some(payments) = &modules.payments {
         api = api.merge(payments::router(payments.clone()));
     }
+    api = api.merge(crate::gateway::router(gateway));
     let ops = OpenApiRouter::new()
         .routes(routes!(health))
         .routes(routes!(ready))

@@ -7,6 +7,7 @@
 pub mod arch;
 pub mod config;
 pub mod demo;
+pub mod gateway;
 pub mod http;
 pub mod modules;
 pub mod ops;

@@ -9,6 +9,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::config::ServeArgs;
+use crate::gateway::{Gateway, GatewayConfig};
 use shared_kernel::messaging::{DeliveryConfig, Workers};
 
 use crate::modules::{ModuleSettings, Modules, Timers};
@@ -47,7 +48,17 @@ impl Application {
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("binding {}", settings.listen))?;
-        let router = crate::http::router(&modules);
+        // The recorder first: the gateway sets its breaker gauges when it is built.
+        crate::telemetry::prometheus();
+        let gateway = Gateway::for_modules(
+            &modules,
+            GatewayConfig {
+                timeout: settings.composition_timeout,
+                ..GatewayConfig::default()
+            },
+        )
+        .context("configuring the API composition")?;
+        let router = crate::http::router(&modules, gateway);
         Ok(Self {
             listener,
             modules,

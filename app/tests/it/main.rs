@@ -11,6 +11,7 @@ mod support;
 mod cli;
 mod crash;
 mod customers;
+mod details;
 mod inventory;
 mod isolation;
 mod messaging;

@@ -22,6 +22,7 @@ async fn the_openapi_document_lists_every_endpoint() {
         ("/products/{id}", "patch"),
         ("/products/{id}/stock/{warehouse}", "put"),
         ("/products/{id}/availability", "get"),
+        ("/orders/{id}/details", "get"),
         ("/health", "get"),
         ("/ready", "get"),
         ("/ops/modules", "get"),

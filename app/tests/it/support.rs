@@ -133,6 +133,8 @@ impl TestApp {
             modules: ModuleSet::all(),
             default_credit_limit_cents: 1_000_000,
             saga_timeout: std::time::Duration::from_secs(30),
+            // Generous: a busy test machine must not degrade healthy parts.
+            composition_timeout: std::time::Duration::from_secs(5),
             outbox_retention: app::config::Retention(None),
         }
     }
