@@ -13,7 +13,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use shared_kernel::http::Problem;
-use shared_kernel::messaging::{Bus, EventContext};
+use shared_kernel::messaging::{Bus, BusError, EventContext};
 
 /// Latency buckets, in seconds, for every histogram.
 const BUCKETS: &[f64] = &[
@@ -68,8 +68,21 @@ pub async fn track_http(request: Request, next: Next) -> Response {
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String))
 )]
 pub async fn render(State(bus): State<Bus>) -> Result<Response, Problem> {
-    for status in bus.status().await? {
+    // One subscription at a time: a module whose database is down must not take the metrics of
+    // the others (or the scrape itself) with it — that is when they matter most.
+    for subscription in bus.subscriptions() {
+        let status = match bus.status_of(&subscription.name).await {
+            Ok(status) => status,
+            Err(BusError::UnknownSubscription(_)) => continue,
+            Err(error) => {
+                tracing::debug!(subscription = %subscription.name, error = %error, "No position for the metrics.");
+                metrics::gauge!("bounded_subscription_up", "subscription" => subscription.name)
+                    .set(0.0);
+                continue;
+            }
+        };
         let name = status.name.clone();
+        metrics::gauge!("bounded_subscription_up", "subscription" => name.clone()).set(1.0);
         metrics::gauge!("bounded_subscription_lag_events", "subscription" => name.clone())
             .set(status.lag as f64);
         metrics::gauge!("bounded_subscription_lag_seconds", "subscription" => name.clone())

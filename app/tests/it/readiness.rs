@@ -25,6 +25,18 @@ async fn a_sqlite_module_whose_file_cannot_be_opened_is_down_alone_and_recovers(
     // The other modules serve; the down one answers 503 problem+json.
     crate::customers::register(&app, "Ada", "ada@example.com").await;
     app.get("/products").await.problem(503);
+    // Metrics still answer, and say which subscriptions cannot be read.
+    let metrics = app.get("/metrics").await;
+    assert_eq!(metrics.status, 200);
+    let text = metrics.body.as_str().unwrap();
+    assert!(
+        text.contains("bounded_subscription_up{subscription=\"inventory<-orders\"} 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("bounded_subscription_up{subscription=\"orders<-customers\"} 1"),
+        "{text}"
+    );
     app.post(
         "/products",
         json!({"sku": "A1", "name": "P", "price_cents": 1}),
@@ -68,6 +80,11 @@ async fn a_postgres_module_locked_out_at_run_time_is_down_alone_and_recovers() {
     crate::customers::register(&app, "Ada", "ada@example.com").await;
     let id = product["id"].as_str().unwrap();
     app.get(&format!("/products/{id}")).await.problem(503);
+    assert_eq!(
+        app.get("/metrics").await.status,
+        200,
+        "metrics survive a module outage"
+    );
 
     let let_in = format!(
         "GRANT CONNECT ON DATABASE {} TO bounded_inventory",
