@@ -54,6 +54,9 @@ pub enum Command {
     Reconcile(StorageArgs),
     /// Seed sample customers, products, stock and a stream of orders into a running instance.
     Demo(DemoArgs),
+    /// Load generator: concurrent clients place orders against a running instance for a fixed
+    /// time and report throughput and place→terminal latency.
+    Bench(BenchArgs),
     /// The architecture lint.
     Arch {
         #[command(subcommand)]
@@ -109,6 +112,31 @@ pub struct DemoArgs {
     /// Orders in flight at once.
     #[arg(long, env = "BOUNDED_DEMO_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub concurrency: u32,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Base URL of the running instance.
+    #[arg(long, env = "BOUNDED_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// How long to place orders (`30s`, `2m`).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub duration: std::time::Duration,
+    /// Concurrent clients; each places an order and waits for it to settle, then the next.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub clients: u32,
+    /// Customers of the catalog the load is drawn from.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub customers: u32,
+    /// Products of the catalog, each stocked in every warehouse.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub products: u32,
+    /// Warehouses per product.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub warehouses: u32,
+    /// Write the figures as JSON to this file (`-` for stdout).
+    #[arg(long)]
+    pub json: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -11,10 +11,10 @@ use serde_json::{Value, json};
 use crate::config::DemoArgs;
 
 /// A small deterministic generator: the same flags give the same shop.
-struct Lcg(u64);
+pub(crate) struct Lcg(pub(crate) u64);
 
 impl Lcg {
-    fn below(&mut self, n: usize) -> usize {
+    pub(crate) fn below(&mut self, n: usize) -> usize {
         self.0 = self
             .0
             .wrapping_mul(6_364_136_223_846_793_005)
@@ -23,7 +23,7 @@ impl Lcg {
     }
 }
 
-async fn send(
+pub(crate) async fn send(
     client: &reqwest::Client,
     request: reqwest::RequestBuilder,
     expect: u16,
@@ -40,7 +40,7 @@ async fn send(
     Ok(body)
 }
 
-fn id(body: &Value) -> anyhow::Result<String> {
+pub(crate) fn id(body: &Value) -> anyhow::Result<String> {
     body["id"]
         .as_str()
         .map(str::to_owned)

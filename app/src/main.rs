@@ -42,6 +42,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Migrate(args) => Modules::migrate(&args.storage_config()).await,
         Command::Reconcile(args) => reconcile(&args).await,
         Command::Demo(args) => app::demo::run(&args).await,
+        Command::Bench(args) => app::bench::run(&args).await,
         Command::Arch { .. } => Ok(()),
     }
 }

@@ -170,3 +170,59 @@ fn demo_seeds_a_running_instance_and_every_order_settles() {
     assert!(!unreachable.status.success());
     assert!(String::from_utf8_lossy(&unreachable.stderr).contains("is `bounded serve` running"));
 }
+
+/// The load generator's smoke run, so that it cannot rot: a couple of seconds against the real
+/// binary, figures that add up.
+#[test]
+fn bench_smoke_run_reports_throughput_and_latency() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("BOUNDED_DATABASE_URL")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (_log, _lines, url) = crate::support::read_log_until_url(&mut server);
+    let json = dir.path().join("bench.json");
+    let bench = Command::new(BIN)
+        .args([
+            "bench",
+            "--url",
+            &url,
+            "--duration",
+            "2s",
+            "--clients",
+            "4",
+            "--customers",
+            "5",
+            "--products",
+            "10",
+            "--warehouses",
+            "2",
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .unwrap();
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let stdout = String::from_utf8_lossy(&bench.stdout);
+    let stderr = String::from_utf8_lossy(&bench.stderr);
+    assert!(bench.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("placements/s"), "{stdout}");
+    assert!(stderr.contains("placed"), "a progress line: {stderr}");
+    let figures: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let placed = figures["placed"].as_u64().unwrap();
+    let settled = figures["confirmed"].as_u64().unwrap() + figures["rejected"].as_u64().unwrap();
+    assert!(placed > 0, "{figures}");
+    assert_eq!(figures["errors"], 0, "{figures}");
+    assert_eq!(settled, placed, "every placed order settled: {figures}");
+    let latency = &figures["place_to_terminal_ms"];
+    assert!(latency["p50"].as_f64().unwrap() > 0.0);
+    assert!(
+        latency["p50"].as_f64() <= latency["p99"].as_f64()
+            && latency["p99"].as_f64() <= latency["max"].as_f64()
+    );
+}
