@@ -125,17 +125,23 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-#[test]
-fn demo_seeds_a_running_instance_and_every_order_settles() {
-    let dir = tempfile::tempdir().unwrap();
+/// `bounded serve` on SQLite in `dir`, on a free port; returns the process and its URL.
+fn serve_on_sqlite(dir: &Path) -> (std::process::Child, String) {
     let mut server = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
+        .arg(dir)
         .env_remove("BOUNDED_DATABASE_URL")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let (_log, _lines, url) = crate::support::read_log_until_url(&mut server);
+    (server, url)
+}
+
+#[test]
+fn demo_seeds_a_running_instance_and_every_order_settles() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, url) = serve_on_sqlite(dir.path());
     let demo = Command::new(BIN)
         .args([
             "demo",
@@ -176,14 +182,7 @@ fn demo_seeds_a_running_instance_and_every_order_settles() {
 #[test]
 fn bench_smoke_run_reports_throughput_and_latency() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .env_remove("BOUNDED_DATABASE_URL")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (_log, _lines, url) = crate::support::read_log_until_url(&mut server);
+    let (mut server, url) = serve_on_sqlite(dir.path());
     let json = dir.path().join("bench.json");
     let bench = Command::new(BIN)
         .args([
