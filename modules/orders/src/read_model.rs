@@ -26,7 +26,7 @@ use payments_api::events::{
 use serde::Serialize;
 use shared_kernel::http::{Page, PageRequest};
 use shared_kernel::messaging::{
-    Bus, Envelope, EventLog, Handler, IntegrationEvent, Subscription, lock_checkpoint,
+    Bus, Envelope, EventLog, Handler, IntegrationEvent, Subscription, lock_checkpoint, outbox,
 };
 use shared_kernel::storage::{Migrations, ModuleDb, StorageError, Tx};
 use shared_kernel::{with_reader, with_tx};
@@ -494,6 +494,10 @@ struct Projector {
 #[async_trait]
 impl Handler for Projector {
     async fn handle(&self, tx: &mut Tx, event: &Envelope) -> anyhow::Result<()> {
+        // The three projector batches lock summary and customer rows in data order; taking the
+        // read store's outbox lock first serializes them (the kernel's lock-order rule, see
+        // `outbox::lock`), so they cannot deadlock on Postgres and park events.
+        outbox::lock(tx).await?;
         project(tx, None, event).await
     }
 
