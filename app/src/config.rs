@@ -57,6 +57,9 @@ pub enum Command {
     /// Load generator: concurrent clients place orders against a running instance for a fixed
     /// time and report throughput and place→terminal latency.
     Bench(BenchArgs),
+    /// The single-transaction baseline `bench` compares against: the whole shop operation in
+    /// one transaction on one shared database.
+    Baseline(BaselineArgs),
     /// The architecture lint.
     Arch {
         #[command(subcommand)]
@@ -112,6 +115,15 @@ pub struct DemoArgs {
     /// Orders in flight at once.
     #[arg(long, env = "BOUNDED_DEMO_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub concurrency: u32,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BaselineArgs {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, env = "BOUNDED_LISTEN", default_value = "127.0.0.1:8081")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub storage: StorageArgs,
 }
 
 #[derive(Debug, Clone, Args)]

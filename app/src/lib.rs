@@ -5,6 +5,7 @@
 //! in [`modules`], to construct and wire them.
 
 pub mod arch;
+pub mod baseline;
 pub mod bench;
 pub mod config;
 pub mod demo;

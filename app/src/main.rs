@@ -43,6 +43,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Reconcile(args) => reconcile(&args).await,
         Command::Demo(args) => app::demo::run(&args).await,
         Command::Bench(args) => app::bench::run(&args).await,
+        Command::Baseline(args) => {
+            app::baseline::serve(args.listen, &args.storage.storage_config()).await
+        }
         Command::Arch { .. } => Ok(()),
     }
 }

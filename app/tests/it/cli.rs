@@ -177,6 +177,27 @@ fn demo_seeds_a_running_instance_and_every_order_settles() {
     assert!(String::from_utf8_lossy(&unreachable.stderr).contains("is `bounded serve` running"));
 }
 
+/// `bounded bench` with a small catalog and 4 clients for `duration`, figures into `json`.
+fn small_bench(url: &str, duration: &str, json: &Path) -> std::process::Output {
+    let args = [
+        "bench",
+        "--url",
+        url,
+        "--duration",
+        duration,
+        "--clients",
+        "4",
+        "--customers",
+        "5",
+        "--products",
+        "10",
+        "--warehouses",
+        "2",
+        "--json",
+    ];
+    Command::new(BIN).args(args).arg(json).output().unwrap()
+}
+
 /// The load generator's smoke run, so that it cannot rot: a couple of seconds against the real
 /// binary, figures that add up.
 #[test]
@@ -184,26 +205,7 @@ fn bench_smoke_run_reports_throughput_and_latency() {
     let dir = tempfile::tempdir().unwrap();
     let (mut server, url) = serve_on_sqlite(dir.path());
     let json = dir.path().join("bench.json");
-    let bench = Command::new(BIN)
-        .args([
-            "bench",
-            "--url",
-            &url,
-            "--duration",
-            "2s",
-            "--clients",
-            "4",
-            "--customers",
-            "5",
-            "--products",
-            "10",
-            "--warehouses",
-            "2",
-            "--json",
-        ])
-        .arg(&json)
-        .output()
-        .unwrap();
+    let bench = small_bench(&url, "2s", &json);
     server.kill().unwrap();
     server.wait().unwrap();
     let stdout = String::from_utf8_lossy(&bench.stdout);
@@ -224,4 +226,34 @@ fn bench_smoke_run_reports_throughput_and_latency() {
         latency["p50"].as_f64() <= latency["p99"].as_f64()
             && latency["p99"].as_f64() <= latency["max"].as_f64()
     );
+}
+
+/// The single-transaction baseline serves what the load generator calls, and stock and credit
+/// hold in it too: the same smoke run against it.
+#[test]
+fn the_baseline_answers_the_load_generator_with_settled_orders() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut baseline = Command::new(BIN)
+        .args(["baseline", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("BOUNDED_DATABASE_URL")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (_log, _lines, url) = crate::support::read_log_until_url(&mut baseline);
+    let json = dir.path().join("baseline.json");
+    let bench = small_bench(&url, "1s", &json);
+    baseline.kill().unwrap();
+    baseline.wait().unwrap();
+    assert!(
+        bench.status.success(),
+        "{}",
+        String::from_utf8_lossy(&bench.stderr)
+    );
+    let figures: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert!(figures["confirmed"].as_u64().unwrap() > 0, "{figures}");
+    assert_eq!(figures["errors"], 0, "{figures}");
+    assert_eq!(figures["confirmed"], figures["placed"], "{figures}");
+    assert!(dir.path().join("baseline.sqlite").is_file());
 }
