@@ -1,7 +1,7 @@
 //! Operations endpoints of the messaging runtime (subscription positions, rewinds, dead
 //! letters) and of the read models (rebuilds).
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use orders::{ReadModel, RebuildReport};
 use serde::{Deserialize, Serialize};
 use shared_kernel::http::{Json, Problem, path_id};
@@ -172,14 +172,53 @@ fn problem(error: BusError) -> Problem {
     }
 }
 
+/// Query of `GET /ops/subscriptions`.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct SubscriptionsQuery {
+    /// `settled`: answer once every subscription has applied everything committed (or at the
+    /// timeout), instead of polling.
+    wait: Option<String>,
+    /// Longest wait in milliseconds, 0..=60000 (default 10000).
+    timeout_ms: Option<String>,
+}
+
 /// Every subscription of this process: source, checkpoint, the source's head and the lag.
+/// With `wait=settled`, once all are caught up or `timeout_ms` has passed (200 either way;
+/// the lags tell which).
 #[utoipa::path(
     get, path = "/ops/subscriptions", tag = "operations",
-    responses((status = 200, body = Vec<SubscriptionStatus>))
+    params(SubscriptionsQuery),
+    responses(
+        (status = 200, body = Vec<SubscriptionStatus>),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    )
 )]
 async fn list_subscriptions(
     State(bus): State<Bus>,
+    Query(query): Query<SubscriptionsQuery>,
 ) -> Result<axum::Json<Vec<SubscriptionStatus>>, Problem> {
+    let wait = match query.wait.as_deref() {
+        None => false,
+        Some("settled") => true,
+        Some(_) => return Err(Problem::field("wait", "must be `settled`")),
+    };
+    let timeout_ms = match query.timeout_ms.as_deref() {
+        None => 10_000,
+        Some(raw) => match raw.parse::<u64>() {
+            Ok(ms) if ms <= 60_000 => ms,
+            _ => {
+                return Err(Problem::field(
+                    "timeout_ms",
+                    "must be an integer from 0 to 60000",
+                ));
+            }
+        },
+    };
+    if wait {
+        bus.settled(std::time::Duration::from_millis(timeout_ms))
+            .await;
+    }
     Ok(axum::Json(bus.status().await?))
 }
 

@@ -9,7 +9,7 @@ use axum::extract::{Path, Query, State};
 use orders_api::{OrderId, OrderStatus, OrdersApi, OrdersError, Saga};
 use payments_api::{PaymentFilter, PaymentsApi};
 use serde::{Deserialize, Serialize};
-use shared_kernel::http::{FieldError, ListParams, Page, PageRequest, Problem, path_id};
+use shared_kernel::http::{ListParams, Page, PageRequest, Problem, path_id, query_value};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -81,23 +81,15 @@ async fn list_sagas(
         limit: params.limit,
         after: params.after,
     };
-    let (page, mut errors) = match list.page() {
-        Ok(page) => (Some(page), Vec::new()),
-        Err(errors) => (None, errors),
-    };
-    let status = match params.status.as_deref() {
-        None => None,
-        Some(raw) => {
-            let parsed = OrderStatus::parse(raw);
-            if parsed.is_none() {
-                errors.push(FieldError::new(
-                    "status",
-                    "must be one of PENDING, CONFIRMED, REJECTED, CANCELLED",
-                ));
-            }
-            parsed
-        }
-    };
+    let mut errors = Vec::new();
+    let page = list.page_collecting(&mut errors);
+    let status = query_value(
+        "status",
+        params.status.as_deref(),
+        OrderStatus::parse,
+        OrderStatus::EXPECTED,
+        &mut errors,
+    );
     let Some(page) = page.filter(|_| errors.is_empty()) else {
         return Err(Problem::validation(errors));
     };

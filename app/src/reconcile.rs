@@ -12,7 +12,7 @@ use inventory_api::{InventoryApi, ReservationStatus};
 use orders_api::{Order, OrderFilter, OrderStatus, OrdersApi};
 use payments_api::{PaymentFilter, PaymentStatus, PaymentsApi};
 use serde::Serialize;
-use shared_kernel::http::{MAX_LIMIT, PageRequest};
+use shared_kernel::http::{MAX_LIMIT, Page, PageRequest, decode_cursor};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -70,26 +70,9 @@ pub async fn reconcile(
     inventory: Arc<dyn InventoryApi>,
     payments: Arc<dyn PaymentsApi>,
 ) -> Result<Report, ReconcileError> {
-    let mut all = Vec::new();
-    let mut page = PageRequest {
-        limit: MAX_LIMIT,
-        after: None,
-    };
-    loop {
-        let batch = orders
-            .list(OrderFilter::default(), page)
-            .await
-            .map_err(failed("orders"))?;
-        all.extend(batch.items);
-        match batch
-            .next
-            .as_deref()
-            .and_then(shared_kernel::http::decode_cursor)
-        {
-            Some(after) => page.after = Some(after),
-            None => break,
-        }
-    }
+    let all = all_pages(|page| orders.list(OrderFilter::default(), page))
+        .await
+        .map_err(failed("orders"))?;
     let known: HashSet<Uuid> = all.iter().map(|o| o.id.0).collect();
     let in_flight = all
         .iter()
@@ -113,38 +96,20 @@ pub async fn reconcile(
         discrepancies.extend(result?);
     }
     // Payments of orders that do not exist.
-    let mut payments_checked = 0;
-    let mut page = PageRequest {
-        limit: MAX_LIMIT,
-        after: None,
-    };
-    loop {
-        let batch = payments
-            .list_payments(PaymentFilter::default(), page)
-            .await
-            .map_err(failed("payments"))?;
-        payments_checked += batch.items.len();
-        for payment in &batch.items {
-            if !known.contains(&payment.order_id) {
-                discrepancies.push(Discrepancy {
-                    order_id: payment.order_id,
-                    order_status: None,
-                    module: "payment",
-                    detail: format!(
-                        "payment {} ({:?}, {} cents) belongs to no order",
-                        payment.id, payment.status, payment.amount_cents
-                    ),
-                });
-            }
-        }
-        match batch
-            .next
-            .as_deref()
-            .and_then(shared_kernel::http::decode_cursor)
-        {
-            Some(after) => page.after = Some(after),
-            None => break,
-        }
+    let all_payments = all_pages(|page| payments.list_payments(PaymentFilter::default(), page))
+        .await
+        .map_err(failed("payments"))?;
+    let payments_checked = all_payments.len();
+    for payment in all_payments.iter().filter(|p| !known.contains(&p.order_id)) {
+        discrepancies.push(Discrepancy {
+            order_id: payment.order_id,
+            order_status: None,
+            module: "payment",
+            detail: format!(
+                "payment {} ({:?}, {} cents) belongs to no order",
+                payment.id, payment.status, payment.amount_cents
+            ),
+        });
     }
     discrepancies.sort_by(|a, b| (a.order_id, a.module).cmp(&(b.order_id, b.module)));
     Ok(Report {
@@ -153,6 +118,26 @@ pub async fn reconcile(
         payments_checked,
         discrepancies,
     })
+}
+
+/// Every item of a list, following its cursors.
+async fn all_pages<T, E, Fut>(mut fetch: impl FnMut(PageRequest) -> Fut) -> Result<Vec<T>, E>
+where
+    Fut: std::future::Future<Output = Result<Page<T>, E>>,
+{
+    let mut items = Vec::new();
+    let mut page = PageRequest {
+        limit: MAX_LIMIT,
+        after: None,
+    };
+    loop {
+        let batch = fetch(page).await?;
+        items.extend(batch.items);
+        match batch.next.as_deref().and_then(decode_cursor) {
+            Some(after) => page.after = Some(after),
+            None => return Ok(items),
+        }
+    }
 }
 
 /// What a settled order implies for its payment and its reservation.

@@ -342,6 +342,37 @@ impl ListParams {
     }
 }
 
+impl ListParams {
+    /// The page, or `None` with its field problems added to `errors`: for lists that also
+    /// validate filters and answer every problem at once.
+    pub fn page_collecting(&self, errors: &mut Vec<FieldError>) -> Option<PageRequest> {
+        match self.page() {
+            Ok(page) => Some(page),
+            Err(problems) => {
+                errors.extend(problems);
+                None
+            }
+        }
+    }
+}
+
+/// An optional query value parsed with `parse`; one that does not parse adds
+/// `field: message` to `errors` and gives `None`.
+pub fn query_value<T>(
+    field: &str,
+    raw: Option<&str>,
+    parse: impl FnOnce(&str) -> Option<T>,
+    message: &str,
+    errors: &mut Vec<FieldError>,
+) -> Option<T> {
+    let raw = raw?;
+    let parsed = parse(raw);
+    if parsed.is_none() {
+        errors.push(FieldError::new(field, message));
+    }
+    parsed
+}
+
 /// One page of a list: `next` is the cursor of the following page, `null` on the last one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Page<T> {

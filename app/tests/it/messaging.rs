@@ -134,6 +134,10 @@ both_backends! {
         assert_eq!(accounts(&app).await, opened);
 
         app.json(Method::POST, "/ops/subscriptions/nope/rewind", json!({"to_seq": 0})).await.problem(404);
+        let settled = app.get("/ops/subscriptions?wait=settled&timeout_ms=30000").await;
+        assert!(settled.ok(200).as_array().unwrap().iter().all(|s| s["lag"] == 0), "{}", settled.body);
+        assert_eq!(app.get("/ops/subscriptions?wait=soon").await.problem(422)["errors"][0]["field"], "wait");
+        assert_eq!(app.get("/ops/subscriptions?wait=settled&timeout_ms=60001").await.problem(422)["errors"][0]["field"], "timeout_ms");
         app.json(Method::POST, "/ops/subscriptions/orders%3C-customers/rewind", json!({"to_seq": -1})).await.problem(422);
         app.json(Method::POST, "/ops/subscriptions/orders%3C-customers/rewind", json!({"seq": 0})).await.problem(422);
     }

@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, StatusCode};
 use orders_api::{NewOrder, Order, OrderFilter, OrderId, OrderStatus, OrdersApi, OrdersError};
 use serde::Deserialize;
 use shared_kernel::http::{
-    FieldError, Json, ListParams, Page, PageRequest, Problem, idempotency_key, path_id,
+    FieldError, Json, ListParams, Page, PageRequest, Problem, idempotency_key, path_id, query_value,
 };
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
@@ -168,26 +168,24 @@ impl ListOrdersParams {
             limit: self.limit,
             after: self.after,
         };
-        let (page, mut errors) = match list.page() {
-            Ok(page) => (Some(page), Vec::new()),
-            Err(errors) => (None, errors),
+        let mut errors = Vec::new();
+        let page = list.page_collecting(&mut errors);
+        let filter = OrderFilter {
+            customer_id: query_value(
+                "customer_id",
+                self.customer_id.as_deref(),
+                |raw| Uuid::parse_str(raw).ok(),
+                "must be a UUID",
+                &mut errors,
+            ),
+            status: query_value(
+                "status",
+                self.status.as_deref(),
+                OrderStatus::parse,
+                OrderStatus::EXPECTED,
+                &mut errors,
+            ),
         };
-        let mut filter = OrderFilter::default();
-        if let Some(raw) = self.customer_id.as_deref() {
-            match Uuid::parse_str(raw) {
-                Ok(id) => filter.customer_id = Some(id),
-                Err(_) => errors.push(FieldError::new("customer_id", "must be a UUID")),
-            }
-        }
-        if let Some(raw) = self.status.as_deref() {
-            match OrderStatus::parse(raw) {
-                Some(status) => filter.status = Some(status),
-                None => errors.push(FieldError::new(
-                    "status",
-                    "must be one of PENDING, CONFIRMED, REJECTED, CANCELLED",
-                )),
-            }
-        }
         match page {
             Some(page) if errors.is_empty() => Ok((filter, page)),
             _ => Err(Problem::validation(errors)),

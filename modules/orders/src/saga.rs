@@ -292,8 +292,8 @@ pub(crate) async fn cancel(
     tx: &mut Tx,
     order_id: Uuid,
     now: OffsetDateTime,
-) -> Result<Cancel, sqlx::Error> {
-    let locked = lock(tx, order_id).await.map_err(into_sqlx)?;
+) -> anyhow::Result<Cancel> {
+    let locked = lock(tx, order_id).await?;
     let Some(mut saga) = locked else {
         return Ok(Cancel::NotFound);
     };
@@ -309,19 +309,9 @@ pub(crate) async fn cancel(
                 Some(Reason::Cancelled),
                 now,
             )
-            .await
-            .map_err(into_sqlx)?;
+            .await?;
             Ok(Cancel::Cancelled)
         }
-    }
-}
-
-/// Storage errors inside `anyhow` come back out as themselves; anything else is a protocol
-/// error of the saga, reported as such.
-fn into_sqlx(error: anyhow::Error) -> sqlx::Error {
-    match error.downcast::<sqlx::Error>() {
-        Ok(e) => e,
-        Err(other) => sqlx::Error::Protocol(format!("{other:#}")),
     }
 }
 

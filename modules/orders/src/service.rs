@@ -201,6 +201,15 @@ impl Orders {
         self.db.classify(error).into()
     }
 
+    /// A saga transition's failure: a storage error is classified as such (unavailable or
+    /// unexpected), anything else is unexpected.
+    fn saga_error(&self, error: anyhow::Error) -> OrdersError {
+        match error.downcast::<sqlx::Error>() {
+            Ok(e) => self.storage(e),
+            Err(other) => OrdersError::Unexpected(other.into()),
+        }
+    }
+
     /// Checks the customer and reads every product, concurrently; unknown ones are field
     /// errors, an unreachable module is [`OrdersError::Unavailable`].
     async fn look_up(&self, input: &NewOrder) -> Result<Vec<Product>, OrdersError> {
@@ -281,7 +290,7 @@ impl Orders {
                 let mut tx = self.db.begin().await?;
                 saga::expire(&mut tx, order_id, now)
                     .await
-                    .map_err(|e| OrdersError::Unexpected(e.into()))?;
+                    .map_err(|e| self.saga_error(e))?;
                 tx.commit().await.map_err(|e| self.storage(e))?;
             }
         }
@@ -303,22 +312,33 @@ impl Orders {
         let poll = Duration::from_secs(1);
         while !*stop.borrow() {
             commits.mark_unchanged();
-            let wait = match self.expire_due().await {
-                Ok(Some(next)) => {
-                    let in_us = next.saturating_sub(saga::unix_micros(clock::now()));
-                    Duration::from_micros(u64::try_from(in_us).unwrap_or(0)).min(poll)
-                }
-                Ok(None) => poll,
+            let next = match self.expire_due().await {
+                Ok(next) => next,
                 Err(error) => {
                     tracing::warn!(error = %error, "Saga timer cannot reach the orders database.");
-                    poll
+                    None
                 }
             };
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                // A new saga when none was open: its deadline may come before the poll.
-                _ = commits.changed() => {}
-                _ = stop.changed() => {}
+            match next {
+                // Sagas are open: sleep until the earliest deadline (at most the poll). A saga
+                // placed meanwhile has a later deadline, so commits need not wake the timer —
+                // under load that would be two queries per placement.
+                Some(next) => {
+                    let in_us = next.saturating_sub(saga::unix_micros(clock::now()));
+                    let wait = Duration::from_micros(u64::try_from(in_us).unwrap_or(0)).min(poll);
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        _ = stop.changed() => {}
+                    }
+                }
+                // None open: the next placement's commit starts the clock.
+                None => {
+                    tokio::select! {
+                        () = tokio::time::sleep(poll) => {}
+                        _ = commits.changed() => {}
+                        _ = stop.changed() => {}
+                    }
+                }
             }
         }
     }
@@ -507,7 +527,7 @@ impl OrdersApi for Orders {
         let mut tx = self.db.begin().await?;
         let outcome = saga::cancel(&mut tx, id.0, clock::now())
             .await
-            .map_err(|e| self.storage(e))?;
+            .map_err(|e| self.saga_error(e))?;
         match outcome {
             saga::Cancel::NotFound => return Err(OrdersError::NotFound(id)),
             saga::Cancel::Rejected => {

@@ -71,6 +71,14 @@ pub async fn lock(tx: &mut Tx) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
+/// The columns of an [`OutboxRow`], in its order.
+macro_rules! envelope_columns {
+    () => {
+        "seq, id, aggregatetype, aggregateid, type, event_version, payload, occurred_at, \
+         correlation_id, causation_id, headers"
+    };
+}
+
 type OutboxRow = (
     i64,
     Uuid,
@@ -92,11 +100,11 @@ pub async fn read_after(
     limit: i64,
 ) -> Result<Vec<Envelope>, StorageError> {
     let rows: Vec<OutboxRow> = with_reader!(db.reader()?, |pool| {
-        sqlx::query_as(
-            "SELECT seq, id, aggregatetype, aggregateid, type, event_version, payload, \
-               occurred_at, correlation_id, causation_id, headers \
-             FROM outbox WHERE seq > $1 ORDER BY seq LIMIT $2",
-        )
+        sqlx::query_as(concat!(
+            "SELECT ",
+            envelope_columns!(),
+            " FROM outbox WHERE seq > $1 ORDER BY seq LIMIT $2"
+        ))
         .bind(after_seq)
         .bind(limit)
         .fetch_all(pool)
@@ -110,11 +118,11 @@ pub async fn read_after(
 /// order: what a timeline of that aggregate shows.
 pub async fn about(db: &ModuleDb, aggregate_id: &str) -> Result<Vec<Envelope>, StorageError> {
     let rows: Vec<OutboxRow> = with_reader!(db.reader()?, |pool| {
-        sqlx::query_as(
-            "SELECT seq, id, aggregatetype, aggregateid, type, event_version, payload, \
-               occurred_at, correlation_id, causation_id, headers \
-             FROM outbox WHERE aggregateid = $1 ORDER BY seq",
-        )
+        sqlx::query_as(concat!(
+            "SELECT ",
+            envelope_columns!(),
+            " FROM outbox WHERE aggregateid = $1 ORDER BY seq"
+        ))
         .bind(aggregate_id)
         .fetch_all(pool)
         .await

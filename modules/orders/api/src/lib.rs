@@ -40,6 +40,9 @@ pub enum OrderStatus {
 }
 
 impl OrderStatus {
+    /// What a field holding a status must be, for validation messages.
+    pub const EXPECTED: &'static str = "must be one of PENDING, CONFIRMED, REJECTED, CANCELLED";
+
     /// The stored and wire name (`PENDING`, …).
     pub fn as_str(self) -> &'static str {
         match self {
