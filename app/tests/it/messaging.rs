@@ -635,3 +635,49 @@ both_backends! {
         assert_eq!((event.aggregate_type.as_str(), event.seq), ("customer", 1));
     }
 }
+
+both_backends! {
+    async fn commits_announce_what_they_appended_and_rollbacks_announce_nothing(app) {
+        use customers_api::events::CustomerUpdated;
+        use shared_kernel::messaging::{EventContext, outbox};
+        let db = app.db("customers").clone();
+        let mut announced = db.committed_events();
+
+        let registered = register(&app, "Ada", "ada@example.com").await;
+        let id = uuid_of(&registered);
+        let events = announced.recv().await.unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(
+            (events[0].seq, events[0].aggregate_id.as_str(), events[0].event_type),
+            (1, id.to_string().as_str(), "customers.CustomerRegistered")
+        );
+
+        // Two appends in one transaction: one announcement with both, in seq order.
+        let renamed = |name: &str| CustomerUpdated {
+            customer_id: customers_api::CustomerId(id),
+            name: name.into(),
+            email: "ada@example.com".into(),
+        };
+        let mut tx = db.begin().await.unwrap();
+        outbox::append(&mut tx, &renamed("B"), &EventContext::default()).await.unwrap();
+        outbox::append(&mut tx, &renamed("C"), &EventContext::default()).await.unwrap();
+        tx.commit().await.unwrap();
+        let events = announced.recv().await.unwrap();
+        let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, vec![2, 3]);
+
+        // A rolled-back append announces nothing, and its seq is taken again.
+        let mut tx = db.begin().await.unwrap();
+        outbox::append(&mut tx, &renamed("D"), &EventContext::default()).await.unwrap();
+        drop(tx);
+        assert!(matches!(
+            announced.try_recv(),
+            Err(tokio::sync::broadcast::error::TryRecvError::Empty)
+        ));
+        let mut tx = db.begin().await.unwrap();
+        let (_, seq) = outbox::append(&mut tx, &renamed("E"), &EventContext::default()).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(seq, 4);
+        assert_eq!(outbox_seqs(&app, "customers").await, vec![1, 2, 3, 4]);
+    }
+}

@@ -20,6 +20,7 @@ use shared_kernel::storage::idempotency::{self, IdempotencyError, IdempotencyKey
 use shared_kernel::storage::{ModuleDb, Tx};
 use shared_kernel::{with_reader, with_tx};
 use time::OffsetDateTime;
+use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
 use crate::domain;
@@ -480,19 +481,36 @@ impl OrdersApi for Orders {
 
     async fn wait_terminal(&self, id: OrderId, timeout: Duration) -> Result<Order, OrdersError> {
         let deadline = tokio::time::Instant::now() + timeout;
-        // Every saga transition appends to the outbox, so its commit wakes this receiver.
-        let mut commits = self.db.outbox_commits();
+        // Every transition appends an event about the order to the outbox. This process's
+        // commits announce what they appended, so a waiter re-reads its order only when an
+        // event about it committed, not on every commit; commits of other processes (Postgres
+        // NOTIFY) say nothing about what they appended, so they wake every waiter.
+        let mut committed = self.db.committed_events();
+        let mut remote = self.db.remote_outbox_commits();
+        let aggregate_id = id.to_string();
         loop {
-            commits.mark_unchanged();
+            remote.mark_unchanged();
             let order = self.read(id).await?;
             if order.status.is_terminal() {
                 return Ok(order);
             }
             let recheck = tokio::time::Instant::now() + LONG_POLL_RECHECK;
-            tokio::select! {
-                () = tokio::time::sleep_until(deadline) => return self.read(id).await,
-                () = tokio::time::sleep_until(recheck.min(deadline)) => {}
-                _ = commits.changed() => {}
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep_until(deadline) => return self.read(id).await,
+                    () = tokio::time::sleep_until(recheck.min(deadline)) => break,
+                    _ = remote.changed() => break,
+                    announced = committed.recv() => match announced {
+                        Ok(events) if !events.iter().any(|e| e.aggregate_id == aggregate_id) => {}
+                        // About this order, or fallen behind: look.
+                        Ok(_) | Err(RecvError::Lagged(_)) => break,
+                        // The handle is gone; the recheck still comes.
+                        Err(RecvError::Closed) => {
+                            tokio::time::sleep_until(recheck.min(deadline)).await;
+                            break;
+                        }
+                    },
+                }
             }
         }
     }

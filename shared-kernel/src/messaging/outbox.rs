@@ -8,8 +8,16 @@ use uuid::Uuid;
 
 use super::event::{Envelope, EventContext, IntegrationEvent};
 use crate::clock;
-use crate::storage::{ModuleDb, StorageError, Tx, TxConn};
+use crate::storage::{AppendedEvent, ModuleDb, StorageError, Tx, TxConn};
 use crate::{with_reader, with_tx};
+
+/// The columns an append writes, in the order of its binds (after `seq`).
+macro_rules! outbox_insert_columns {
+    () => {
+        "seq, id, aggregatetype, aggregateid, type, event_version, payload, occurred_at, \
+         correlation_id, causation_id, headers"
+    };
+}
 
 /// The Postgres channel on which commits that appended to an outbox are announced.
 pub const NOTIFY_CHANNEL: &str = "bounded_outbox";
@@ -27,32 +35,43 @@ pub async fn append<E: IntegrationEvent>(
 ) -> Result<(Uuid, i64), sqlx::Error> {
     let payload = serde_json::to_value(event).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     let id = Uuid::now_v7();
-    let seq = with_tx!(tx, |conn| {
-        let (seq,): (i64,) =
-            sqlx::query_as("UPDATE outbox_head SET seq = seq + 1 WHERE id = 1 RETURNING seq")
-                .fetch_one(&mut *conn)
-                .await?;
-        sqlx::query(
-            "INSERT INTO outbox (seq, id, aggregatetype, aggregateid, type, event_version, \
-               payload, occurred_at, correlation_id, causation_id, headers) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .bind(seq)
-        .bind(id)
-        .bind(E::AGGREGATE_TYPE)
-        .bind(event.aggregate_id())
-        .bind(E::TYPE)
-        .bind(E::VERSION)
-        .bind(Json(&payload))
-        .bind(clock::now())
-        .bind(context.correlation_id)
-        .bind(context.causation_id)
-        .bind(Json(&context.headers))
-        .execute(&mut *conn)
-        .await?;
-        Ok::<_, sqlx::Error>(seq)
+    // One statement takes the next seq from the head and inserts the event (Postgres: under
+    // the head's row lock, held to commit; SQLite: under the single writer, with the trigger
+    // `outbox_head_follows` moving the head).
+    let sql = match tx.conn {
+        TxConn::Sqlite(_) => concat!(
+            "INSERT INTO outbox (",
+            outbox_insert_columns!(),
+            ") SELECT seq + 1, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 \
+             FROM outbox_head WHERE id = 1 RETURNING seq"
+        ),
+        TxConn::Postgres(_) => concat!(
+            "WITH head AS (UPDATE outbox_head SET seq = seq + 1 WHERE id = 1 RETURNING seq) \
+             INSERT INTO outbox (",
+            outbox_insert_columns!(),
+            ") SELECT seq, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 FROM head RETURNING seq"
+        ),
+    };
+    let seq: i64 = with_tx!(tx, |conn| {
+        sqlx::query_scalar(sql)
+            .bind(id)
+            .bind(E::AGGREGATE_TYPE)
+            .bind(event.aggregate_id())
+            .bind(E::TYPE)
+            .bind(E::VERSION)
+            .bind(Json(&payload))
+            .bind(clock::now())
+            .bind(context.correlation_id)
+            .bind(context.causation_id)
+            .bind(Json(&context.headers))
+            .fetch_one(conn)
+            .await
     })?;
-    tx.appended += 1;
+    tx.appended_events.push(AppendedEvent {
+        seq,
+        aggregate_id: event.aggregate_id(),
+        event_type: E::TYPE,
+    });
     Ok((id, seq))
 }
 

@@ -2,7 +2,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use super::{Backend, Migrations, StorageConfig, StorageError, postgres, sqlite};
 
@@ -36,13 +36,29 @@ pub enum Reader<'a> {
 pub struct Tx {
     #[doc(hidden)]
     pub conn: TxConn,
-    /// Events appended to the outbox in this transaction: the commit wakes the publisher.
-    pub(crate) appended: u64,
+    /// Events appended to the outbox in this transaction: the commit wakes the publisher and
+    /// announces them to [`ModuleDb::committed_events`].
+    pub(crate) appended_events: Vec<AppendedEvent>,
     commits: Option<watch::Sender<u64>>,
+    committed: Option<broadcast::Sender<Arc<[AppendedEvent]>>>,
     /// The module whose database this is, for metrics.
     module: Option<&'static str>,
     /// The handle's tag, sent with the commit notification (see [`ModuleDb::tag`]).
     tag: Option<Arc<str>>,
+}
+
+/// How many commits' announcements a slow [`ModuleDb::committed_events`] receiver may fall
+/// behind before it is told it lagged.
+const COMMITTED_CAPACITY: usize = 1024;
+
+/// One event a committed transaction appended to the outbox, as announced by
+/// [`ModuleDb::committed_events`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendedEvent {
+    pub seq: i64,
+    pub aggregate_id: String,
+    /// `module.EventName`.
+    pub event_type: &'static str,
 }
 
 /// The native transaction inside a [`Tx`].
@@ -57,7 +73,7 @@ impl Tx {
         match self.conn {
             TxConn::Sqlite(tx) => tx.commit().await?,
             TxConn::Postgres(mut tx) => {
-                if self.appended > 0 {
+                if !self.appended_events.is_empty() {
                     // Delivered at commit, once per transaction, to every process listening
                     // on this database: their subscribers wake as this process's do. The
                     // payload names the source (the module's schema) and this process, whose
@@ -71,13 +87,20 @@ impl Tx {
                 tx.commit().await?
             }
         }
-        if self.appended > 0 {
+        let appended = self.appended_events.len() as u64;
+        if appended > 0 {
             if let Some(commits) = &self.commits {
                 commits.send_modify(|n| *n += 1);
             }
+            if let Some(committed) = &self.committed
+                && committed.receiver_count() > 0
+            {
+                // Nobody listening is not an error: the announcement is only a wake-up.
+                let _ = committed.send(Arc::from(self.appended_events));
+            }
             let source = self.module.unwrap_or("unknown");
             metrics::counter!("bounded_outbox_appended_events_total", "source" => source)
-                .increment(self.appended);
+                .increment(appended);
         }
         Ok(())
     }
@@ -172,8 +195,9 @@ impl Db {
         };
         Ok(Tx {
             conn,
-            appended: 0,
+            appended_events: Vec::new(),
             commits: None,
+            committed: None,
             module: None,
             tag: None,
         })
@@ -215,6 +239,10 @@ struct Inner {
     opened: watch::Sender<bool>,
     /// Counts commits that appended to the outbox: the publisher's wake-up call.
     commits: watch::Sender<u64>,
+    /// Counts the outbox commits other processes announced (a subset of `commits`).
+    remote_commits: watch::Sender<u64>,
+    /// Announces what each local commit appended to the outbox.
+    committed: broadcast::Sender<Arc<[AppendedEvent]>>,
     /// Names this handle (in practice: this process) in outbox commit notifications.
     tag: Arc<str>,
 }
@@ -226,6 +254,8 @@ impl Inner {
             db: OnceLock::new(),
             opened: watch::Sender::new(false),
             commits: watch::Sender::new(0),
+            remote_commits: watch::Sender::new(0),
+            committed: broadcast::Sender::new(COMMITTED_CAPACITY),
             tag: Arc::from(uuid::Uuid::now_v7().simple().to_string()),
         }
     }
@@ -326,6 +356,7 @@ impl ModuleDb {
     pub async fn begin(&self) -> Result<Tx, StorageError> {
         let mut tx = self.db()?.begin().await.map_err(|e| self.classify(e))?;
         tx.commits = Some(self.inner.commits.clone());
+        tx.committed = Some(self.inner.committed.clone());
         tx.module = Some(self.inner.module);
         tx.tag = Some(Arc::clone(&self.inner.tag));
         Ok(tx)
@@ -335,6 +366,21 @@ impl ModuleDb {
     /// the outbox (announced by Postgres NOTIFY).
     pub fn signal_outbox_commit(&self) {
         self.inner.commits.send_modify(|n| *n += 1);
+        self.inner.remote_commits.send_modify(|n| *n += 1);
+    }
+
+    /// Changes whenever another process announces an outbox commit to this database (Postgres
+    /// NOTIFY): such commits are not in [`ModuleDb::committed_events`].
+    pub fn remote_outbox_commits(&self) -> watch::Receiver<u64> {
+        self.inner.remote_commits.subscribe()
+    }
+
+    /// What each transaction of this process appended to the outbox, announced after its
+    /// commit: a waiter for one aggregate can tell whether a commit concerns it without a
+    /// query. A receiver that falls behind gets `Lagged` and should re-read what it waits for;
+    /// commits of other processes only show in [`ModuleDb::remote_outbox_commits`].
+    pub fn committed_events(&self) -> broadcast::Receiver<Arc<[AppendedEvent]>> {
+        self.inner.committed.subscribe()
     }
 
     /// Identifies this handle in the Postgres notifications of its outbox commits, so that its

@@ -25,7 +25,7 @@ pub mod testing;
 use sqlx::migrate::Migrator;
 
 pub use config::{Backend, StorageConfig};
-pub use handle::{Db, ModuleDb, Reader, Tx, TxConn};
+pub use handle::{AppendedEvent, Db, ModuleDb, Reader, Tx, TxConn};
 
 /// The two migration sets of one module. Both sets use the same version numbers.
 #[derive(Debug)]
