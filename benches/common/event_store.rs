@@ -322,7 +322,9 @@ async fn load_rows<S: EventStoreUnderTest>(
     // The first command opens the account: one event more than it reserves.
     let mut filled = store.reserve(&db, stream, FILL_CHUNK.min(k) - 1).await?;
     while filled < k {
-        filled += store.reserve(&db, stream, FILL_CHUNK.min(k - filled)).await?;
+        filled += store
+            .reserve(&db, stream, FILL_CHUNK.min(k - filled))
+            .await?;
     }
     let want = Account {
         version: k as i64,
@@ -419,8 +421,8 @@ pub fn table(name: &str, backend: &str, rows: &[Row]) -> String {
     let _ = writeln!(out, "\n{name} on {backend}");
     let _ = writeln!(
         out,
-        "{:<34} {:>6} {:>7} {:>10} {:>11} {:>8} {:>8} {:>8}  {}",
-        "case", "ops", "events", "ops/s", "events/s", "p50 ms", "p99 ms", "max ms", "state"
+        "{:<34} {:>6} {:>7} {:>10} {:>11} {:>8} {:>8} {:>8}  state",
+        "case", "ops", "events", "ops/s", "events/s", "p50 ms", "p99 ms", "max ms"
     );
     for r in rows {
         let _ = writeln!(

@@ -151,7 +151,10 @@ impl<R: PersistedEventRepository> Stores<R> {
         Stores {
             cqrs: CqrsFramework::new(store, Vec::new(), ()),
             replay: PersistedEventStore::new_event_store(repo()),
-            snapshot: PersistedEventStore::new_snapshot_store(repo(), snapshot_every.max(1) as usize),
+            snapshot: PersistedEventStore::new_snapshot_store(
+                repo(),
+                snapshot_every.max(1) as usize,
+            ),
         }
     }
 
@@ -280,7 +283,8 @@ impl EventStoreUnderTest for CqrsEs {
                 for statement in SQLITE_SCHEMA {
                     sqlx::query(statement).execute(&pool).await?;
                 }
-                let stores = Stores::new(|| SqliteEventRepository::new(pool.clone()), snapshot_every);
+                let stores =
+                    Stores::new(|| SqliteEventRepository::new(pool.clone()), snapshot_every);
                 Backed::Sqlite {
                     pool,
                     stores,
@@ -302,8 +306,10 @@ impl EventStoreUnderTest for CqrsEs {
                 for statement in POSTGRES_SCHEMA {
                     sqlx::query(statement).execute(&pool).await?;
                 }
-                let stores =
-                    Stores::new(|| PostgresEventRepository::new(pool.clone()), snapshot_every);
+                let stores = Stores::new(
+                    || PostgresEventRepository::new(pool.clone()),
+                    snapshot_every,
+                );
                 Backed::Postgres {
                     pool,
                     stores,
@@ -365,7 +371,12 @@ impl EventStoreUnderTest for CqrsEs {
         Ok(events + usize::from(first))
     }
 
-    async fn load(&self, db: &Db, stream: Uuid, snapshots: bool) -> anyhow::Result<common::Account> {
+    async fn load(
+        &self,
+        db: &Db,
+        stream: Uuid,
+        snapshots: bool,
+    ) -> anyhow::Result<common::Account> {
         match &db.backed {
             Backed::Sqlite { stores, .. } => stores.load(stream, snapshots).await,
             Backed::Postgres { stores, .. } => stores.load(stream, snapshots).await,
