@@ -116,10 +116,18 @@ print(f"\nbounded / cqrs-es on {ours[0]['backend']} ({ours[0]['server']} / {thei
       f"{', median of ' + str(rounds) + ' rounds' if rounds > 1 else ''}")
 print("ops/s: above 1 = bounded faster; latency: below 1 = bounded faster")
 head = f"{'case':<34} {'bounded ops/s':>13} {'cqrs-es ops/s':>13} {'ratio':>6}  " \
-       f"{'p50 ms b/c':>15} {'ratio':>6}  {'p99 ms b/c':>15} {'ratio':>6}  state b/c"
+       f"{'p50 ms b/c':>15} {'ratio':>6}  {'p99 ms b/c':>15} {'ratio':>6}  state b/c" \
+       f"{'  ops/s ratio by round' if rounds > 1 else ''}"
 print(head)
 def ratio(x, y):
     return f"{x / y:6.2f}" if y else "     -"
+def by_round(case):
+    ratios = []
+    for mine, other in zip(ours, theirs):
+        x = next(r for r in mine["rows"] if r["case"] == case)
+        y = next(r for r in other["rows"] if r["case"] == case)
+        ratios.append(ratio(x["ops_per_s"], y["ops_per_s"]).strip())
+    return "    " + " ".join(ratios)
 for case, x in b.items():
     y = c.get(case)
     if y is None:
@@ -129,5 +137,5 @@ for case, x in b.items():
           f"{ratio(x['ops_per_s'], y['ops_per_s'])}  "
           f"{x['p50_ms']:>7.3f}/{y['p50_ms']:<7.3f} {ratio(x['p50_ms'], y['p50_ms'])}  "
           f"{x['p99_ms']:>7.3f}/{y['p99_ms']:<7.3f} {ratio(x['p99_ms'], y['p99_ms'])}  "
-          f"{ok(x)}/{ok(y)}")
+          f"{ok(x)}/{ok(y)}{by_round(case) if rounds > 1 else ''}")
 EOF
