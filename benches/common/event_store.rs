@@ -19,9 +19,10 @@
 //!   (at least 10 loads), from the readers. The stream is filled beforehand by commands of 10
 //!   events, so snapshots fall on multiples of N as they would one event at a time.
 //!
-//! Every row runs on a fresh database (a temporary directory on SQLite, a throwaway database on
-//! Postgres, dropped afterwards), after a warm-up on another stream of it. After the timed part
-//! the state is checked: version and outstanding credit must be what the commands made.
+//! Every append row, and every K of the load rows, runs on a fresh database (a temporary
+//! directory on SQLite, a throwaway database on Postgres, dropped afterwards); append rows after
+//! a warm-up on another stream of it. After the timed part the state is checked: version and
+//! outstanding credit must be what the commands made.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -245,7 +246,7 @@ fn check(what: &str, got: Account, want: Account) -> Result<(), String> {
     }
 }
 
-/// Runs the commands `order` (stream, events) one after the other and times each.
+/// Runs one command (1 event) per stream in `order`, one after the other, and times each.
 async fn timed_commands<S: EventStoreUnderTest>(
     store: &S,
     db: &S::Db,
