@@ -185,13 +185,13 @@ impl<R: PersistedEventRepository> Stores<R> {
 enum Backed {
     Sqlite {
         pool: SqlitePool,
-        stores: Stores<SqliteEventRepository>,
+        stores: Box<Stores<SqliteEventRepository>>,
         _dir: tempfile::TempDir,
     },
     Postgres {
         pool: PgPool,
-        stores: Stores<PostgresEventRepository>,
-        admin: PgConnectOptions,
+        stores: Box<Stores<PostgresEventRepository>>,
+        admin: Box<PgConnectOptions>,
         name: String,
     },
 }
@@ -283,8 +283,10 @@ impl EventStoreUnderTest for CqrsEs {
                 for statement in SQLITE_SCHEMA {
                     sqlx::query(statement).execute(&pool).await?;
                 }
-                let stores =
-                    Stores::new(|| SqliteEventRepository::new(pool.clone()), snapshot_every);
+                let stores = Box::new(Stores::new(
+                    || SqliteEventRepository::new(pool.clone()),
+                    snapshot_every,
+                ));
                 Backed::Sqlite {
                     pool,
                     stores,
@@ -306,14 +308,14 @@ impl EventStoreUnderTest for CqrsEs {
                 for statement in POSTGRES_SCHEMA {
                     sqlx::query(statement).execute(&pool).await?;
                 }
-                let stores = Stores::new(
+                let stores = Box::new(Stores::new(
                     || PostgresEventRepository::new(pool.clone()),
                     snapshot_every,
-                );
+                ));
                 Backed::Postgres {
                     pool,
                     stores,
-                    admin,
+                    admin: Box::new(admin),
                     name,
                 }
             }
