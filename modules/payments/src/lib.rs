@@ -34,6 +34,17 @@ pub use http::router;
 pub use ledger::PaymentsConfig;
 pub use service::Payments;
 
+/// The event store and the account aggregate, for the event-store benchmark
+/// (`benches/event_store.rs`) only: not part of the module's API, which other modules reach
+/// through [`payments_api::PaymentsApi`]. Re-exports, nothing new.
+#[doc(hidden)]
+pub mod bench_support {
+    pub use crate::domain::{AccountEvent, AccountState, Aggregate};
+    pub use crate::store::{
+        Loaded, RELEASE, SAVEPOINT, Source, StoreError, append, load, savepoint,
+    };
+}
+
 /// The module's name: its database file, Postgres schema and role suffix.
 pub const NAME: &str = "payments";
 
