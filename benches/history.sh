@@ -41,7 +41,8 @@ measure() { # label
   local p json
   p=$(psi)
   json="$WORK/bench.json"
-  "$BOUNDED" bench --url "$URL" --duration "$DURATION" --clients "$CLIENTS" --json "$json" 2>/dev/null >/dev/null
+  "$BOUNDED" bench --url "$URL" --duration "$DURATION" --clients "$CLIENTS" --json "$json" 2>"$WORK/bench.log" >/dev/null \
+    || { tail -n 5 "$WORK/bench.log" "$WORK/server.log" >&2; die "bench failed"; }
   local p_after=$(psi)
   jq -r --arg l "$1" --arg p "$p/$p_after" \
     '"\($l): \(.confirmed_per_s * 10 | round / 10) confirmed/s, \(.placed) placed, \(.errors) errors, place→terminal ms p50 \(.place_to_terminal_ms.p50 * 10 | round / 10) p99 \(.place_to_terminal_ms.p99 * 10 | round / 10) (cpu psi before/after \($p))"' "$json"

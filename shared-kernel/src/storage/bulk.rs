@@ -1,5 +1,7 @@
 //! Multi-row `INSERT`s for bulk loads (benchmark history): the placeholder list of
-//! `rows × columns` values, written once for both backends (`$N`, see the module docs).
+//! `rows × columns` values. Postgres gets `$N`; SQLite gets anonymous `?`, bound in order:
+//! SQLite looks each *named* parameter (`$N` is a name to it) up among those seen before, so a
+//! statement of n `$N` placeholders takes O(n²) to prepare (30 000 took ~3 s).
 
 /// Bind parameters per statement kept below both backends' limits (SQLite 32 766,
 /// Postgres 65 535).
@@ -10,8 +12,9 @@ pub fn rows_per_statement(columns: usize) -> usize {
     (MAX_BINDS / columns.max(1)).max(1)
 }
 
-/// `($1, $2), ($3, $4), …`: `rows` tuples of `columns` placeholders, numbered from `$1`.
-pub fn values(rows: usize, columns: usize) -> String {
+/// `($1, $2), ($3, $4), …` (Postgres) or `(?, ?), (?, ?), …` (SQLite): `rows` tuples of
+/// `columns` placeholders, bound in order.
+pub fn values(rows: usize, columns: usize, postgres: bool) -> String {
     let mut sql = String::with_capacity(rows * columns * 6);
     for row in 0..rows {
         if row > 0 {
@@ -22,8 +25,12 @@ pub fn values(rows: usize, columns: usize) -> String {
             if column > 0 {
                 sql.push_str(", ");
             }
-            sql.push('$');
-            sql.push_str(&(row * columns + column + 1).to_string());
+            if postgres {
+                sql.push('$');
+                sql.push_str(&(row * columns + column + 1).to_string());
+            } else {
+                sql.push('?');
+            }
         }
         sql.push(')');
     }
@@ -36,8 +43,9 @@ mod tests {
 
     #[test]
     fn placeholders_are_numbered_row_by_row() {
-        assert_eq!(values(2, 3), "($1, $2, $3), ($4, $5, $6)");
-        assert_eq!(values(1, 1), "($1)");
+        assert_eq!(values(2, 3, true), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(values(1, 1, true), "($1)");
+        assert_eq!(values(2, 2, false), "(?, ?), (?, ?)");
         assert_eq!(rows_per_statement(8), 3_750);
         assert_eq!(rows_per_statement(0), MAX_BINDS);
     }
@@ -51,15 +59,16 @@ mod tests {
 macro_rules! bulk_insert {
     ($tx:expr, $head:expr, $columns:expr, $rows:expr, |$query:ident, $row:ident| $bind:expr) => {{
         let columns: usize = $columns;
+        let postgres = $tx.is_postgres();
         let mut result: Result<(), ::sqlx::Error> = Ok(());
         for chunk in $rows.chunks($crate::storage::bulk::rows_per_statement(columns)) {
             let sql = format!(
                 "{} VALUES {}",
                 $head,
-                $crate::storage::bulk::values(chunk.len(), columns)
+                $crate::storage::bulk::values(chunk.len(), columns, postgres)
             );
             result = $crate::with_tx!($tx, |conn| {
-                let mut $query = ::sqlx::query(::sqlx::AssertSqlSafe(sql));
+                let mut $query = ::sqlx::query(::sqlx::AssertSqlSafe(sql)).persistent(false);
                 for $row in chunk {
                     $query = $bind;
                 }
