@@ -3,6 +3,7 @@
 //! delivered and pruned from the outbox. Nothing is appended to the outbox.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 use payments_api::PaymentId;
 use serde_json::Value;
@@ -82,14 +83,14 @@ impl Payments {
         // Accounts first, as every command writes them: load, decide, fold.
         let mut accounts: HashMap<Uuid, (Loaded<AccountState>, i64)> = HashMap::new();
         for payment in payments {
-            if !accounts.contains_key(&payment.customer_id) {
-                let loaded: Loaded<AccountState> =
-                    store::load(Source::Tx(&mut tx), payment.customer_id, true).await?;
-                let version = loaded.version;
-                accounts.insert(payment.customer_id, (loaded, version));
-            }
-            let Some((account, _)) = accounts.get_mut(&payment.customer_id) else {
-                anyhow::bail!("account {} vanished", payment.customer_id);
+            let account = match accounts.entry(payment.customer_id) {
+                Entry::Occupied(entry) => &mut entry.into_mut().0,
+                Entry::Vacant(entry) => {
+                    let loaded: Loaded<AccountState> =
+                        store::load(Source::Tx(&mut tx), payment.customer_id, true).await?;
+                    let version = loaded.version;
+                    &mut entry.insert((loaded, version)).0
+                }
             };
             let reservation = account.state.decide_reserve(
                 PaymentId(payment.payment_id),

@@ -37,20 +37,6 @@ pub fn values(rows: usize, columns: usize, postgres: bool) -> String {
     sql
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn placeholders_are_numbered_row_by_row() {
-        assert_eq!(values(2, 3, true), "($1, $2, $3), ($4, $5, $6)");
-        assert_eq!(values(1, 1, true), "($1)");
-        assert_eq!(values(2, 2, false), "(?, ?), (?, ?)");
-        assert_eq!(rows_per_statement(8), 3_750);
-        assert_eq!(rows_per_statement(0), MAX_BINDS);
-    }
-}
-
 /// Inserts `rows` with multi-row `INSERT`s of at most [`MAX_BINDS`] parameters inside the
 /// transaction `tx`: `bulk_insert!(tx, "INSERT INTO t (a, b)", 2, rows, |q, row| q.bind(row.0).bind(row.1))`.
 /// `head` is the statement up to `VALUES`; the binder gets the query and one row, and binds
@@ -80,4 +66,18 @@ macro_rules! bulk_insert {
         }
         result
     }};
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_numbered_row_by_row() {
+        assert_eq!(values(2, 3, true), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(values(1, 1, true), "($1)");
+        assert_eq!(values(2, 2, false), "(?, ?), (?, ?)");
+        assert_eq!(rows_per_statement(8), 3_750);
+        assert_eq!(rows_per_statement(0), MAX_BINDS);
+    }
 }
