@@ -71,7 +71,3 @@ settle() {
   done
   die "subscriptions did not settle"
 }
-settle_once() {
-  curl -sf "$URL/ops/subscriptions?wait=settled&timeout_ms=60000" \
-    | jq -e 'all(.[]; .lag == 0)' >/dev/null || die "subscriptions did not settle" 
-}
