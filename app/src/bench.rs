@@ -83,7 +83,9 @@ async fn seed(
     url: &str,
     args: &BenchArgs,
 ) -> anyhow::Result<(Vec<String>, Vec<String>)> {
-    let tag = uuid::Uuid::now_v7().simple().to_string()[..8].to_owned();
+    // The random end of a v7 id: its first 8 digits are the clock, the same for ~65 s, so two
+    // runs a minute apart would register the same emails and SKUs.
+    let tag = uuid::Uuid::now_v7().simple().to_string()[24..].to_owned();
     let concurrency = 16;
     let customers: Vec<anyhow::Result<String>> = futures::stream::iter(0..args.customers)
         .map(|i| {

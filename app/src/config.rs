@@ -60,6 +60,10 @@ pub enum Command {
     /// The single-transaction baseline `bench` compares against: the whole shop operation in
     /// one transaction on one shared database.
     Baseline(BaselineArgs),
+    /// Benchmark tool: bulk-write N settled (CONFIRMED) orders of history straight into every
+    /// module's own store (orders and their sagas and summaries, captured payments, committed
+    /// reservations), without events, over the existing catalog. Run with the server stopped.
+    SeedHistory(SeedHistoryArgs),
     /// The architecture lint.
     Arch {
         #[command(subcommand)]
@@ -124,6 +128,21 @@ pub struct BaselineArgs {
     pub listen: SocketAddr,
     #[command(flatten)]
     pub storage: StorageArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SeedHistoryArgs {
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    /// Orders of history to write.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub orders: u64,
+    /// Orders per batch: each module writes a batch in one transaction.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub batch: u64,
+    /// Seed of the generator (customers, products and quantities are drawn from it).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -55,7 +55,9 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     let url = args.url.trim_end_matches('/').to_owned();
     // A run tag keeps emails and SKUs unique when the demo runs again on the same data.
-    let tag = uuid::Uuid::now_v7().simple().to_string()[..8].to_owned();
+    // The random end of a v7 id: its first 8 digits are the clock, the same for ~65 s, so two
+    // runs a minute apart would register the same emails and SKUs.
+    let tag = uuid::Uuid::now_v7().simple().to_string()[24..].to_owned();
     let started = Instant::now();
 
     let mut customers = Vec::new();

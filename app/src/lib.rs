@@ -10,6 +10,7 @@ pub mod bench;
 pub mod config;
 pub mod demo;
 pub mod gateway;
+pub mod history;
 pub mod http;
 pub mod modules;
 pub mod ops;

@@ -46,6 +46,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Baseline(args) => {
             app::baseline::serve(args.listen, &args.storage.storage_config()).await
         }
+        Command::SeedHistory(args) => app::history::run(&args).await,
         Command::Arch { .. } => Ok(()),
     }
 }

@@ -12,6 +12,7 @@ mod cli;
 mod crash;
 mod customers;
 mod details;
+mod history;
 mod inventory;
 mod isolation;
 mod messaging;

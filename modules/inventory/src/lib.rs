@@ -7,6 +7,7 @@
 //! [`subscriptions`]).
 
 mod domain;
+mod history;
 mod http;
 mod reservations;
 mod service;
@@ -19,6 +20,7 @@ use inventory_api::events::{
 };
 use shared_kernel::messaging::{IntegrationEvent, Subscription};
 
+pub use history::HistoryReservation;
 pub use http::router;
 pub use reservations::{RESERVATIONS_METRIC, ReservationHandler};
 pub use service::Inventory;

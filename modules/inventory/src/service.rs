@@ -84,6 +84,10 @@ impl Inventory {
         Self { db }
     }
 
+    pub(crate) fn db(&self) -> &ModuleDb {
+        &self.db
+    }
+
     fn storage(&self, error: sqlx::Error) -> InventoryError {
         self.db.classify(error).into()
     }

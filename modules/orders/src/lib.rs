@@ -7,6 +7,7 @@
 //! modules reach it only through [`orders_api::OrdersApi`] and its events.
 
 mod domain;
+mod history;
 mod http;
 mod read_model;
 mod replicas;
@@ -17,6 +18,7 @@ use std::sync::Arc;
 
 use shared_kernel::messaging::Subscription;
 
+pub use history::{HistoryLine, HistoryOrder};
 pub use http::{read_problem, router, summaries_router};
 pub use read_model::{
     OrderSummary, PROJECTION, READ_MIGRATIONS, READ_STORE, ReadModel, ReadModelError,

@@ -136,7 +136,7 @@ pub enum ReadModelError {
 /// The read model: queries, the projector's subscriptions and rebuilds.
 #[derive(Debug, Clone)]
 pub struct ReadModel {
-    db: ModuleDb,
+    pub(crate) db: ModuleDb,
     /// Held while a rebuild runs in this process.
     rebuilding: Arc<tokio::sync::Mutex<()>>,
     gate: Arc<Gate>,

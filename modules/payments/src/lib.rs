@@ -17,6 +17,7 @@
 
 mod domain;
 mod handlers;
+mod history;
 mod http;
 mod ledger;
 mod service;
@@ -30,6 +31,7 @@ use payments_api::events::{
 use shared_kernel::messaging::{IntegrationEvent, Subscription};
 
 pub use handlers::{CustomerEvents, OrderEvents};
+pub use history::HistoryPayment;
 pub use http::router;
 pub use ledger::PaymentsConfig;
 pub use service::Payments;

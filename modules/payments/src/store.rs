@@ -303,7 +303,7 @@ pub async fn append<A: Aggregate>(
     Ok(next)
 }
 
-async fn save_snapshot<A: Aggregate>(
+pub(crate) async fn save_snapshot<A: Aggregate>(
     tx: &mut Tx,
     loaded: &Loaded<A>,
     taken_at: OffsetDateTime,

@@ -14,6 +14,7 @@
 //! and run on whichever native pool is configured through [`with_reader!`](crate::with_reader)
 //! and [`with_tx!`](crate::with_tx), which expand one body for both backends.
 
+pub mod bulk;
 mod config;
 mod handle;
 pub mod idempotency;

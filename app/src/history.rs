@@ -1,0 +1,159 @@
+//! `bounded seed-history`: a benchmark tool that puts many settled orders into the stores fast,
+//! so that throughput and reads can be measured against a large history (1M orders) instead of
+//! an empty database, without placing them through the saga one by one.
+//!
+//! It respects the data boundaries: it reads the catalog (customers, products) through the
+//! modules' APIs and hands each batch to [`Modules::seed_history`], where every module
+//! bulk-writes its own tables with multi-row `INSERT`s in one transaction per batch. No
+//! integration event is emitted: the history counts as delivered long ago and pruned from the
+//! outboxes. Every order is CONFIRMED, its payment CAPTURED and its reservation committed, so
+//! `bounded reconcile` still finds the modules in agreement. Run it with the server stopped,
+//! after the catalog's own events have been delivered (e.g. after a short `bounded bench`).
+
+use std::time::Instant;
+
+use anyhow::Context as _;
+use customers_api::Customer;
+use inventory_api::Product;
+use shared_kernel::clock;
+use shared_kernel::http::{MAX_LIMIT, Page, PageRequest, decode_cursor};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::config::SeedHistoryArgs;
+use crate::demo::Lcg;
+use crate::modules::Modules;
+
+/// One confirmed order of the history, as the generator draws it from the catalog.
+#[derive(Debug, Clone)]
+pub struct HistoryOrder {
+    pub id: Uuid,
+    pub payment_id: Uuid,
+    pub customer: Customer,
+    /// Distinct products and their quantities (1–3 lines of 1–3 units).
+    pub lines: Vec<(Product, i64)>,
+    pub at: OffsetDateTime,
+}
+
+/// What a run wrote.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Seeded {
+    pub orders: u64,
+    pub lines: u64,
+    pub seconds: f64,
+}
+
+/// Draws `n` orders over the catalog: 1–3 distinct products, 1–3 units each.
+pub(crate) fn generate(
+    rng: &mut Lcg,
+    customers: &[Customer],
+    products: &[Product],
+    n: usize,
+) -> Vec<HistoryOrder> {
+    let at = clock::now();
+    (0..n)
+        .map(|_| {
+            let customer = customers[rng.below(customers.len())].clone();
+            let count = 1 + rng.below(3.min(products.len()));
+            let first = rng.below(products.len());
+            let lines = (0..count)
+                .map(|k| {
+                    let quantity = 1 + rng.below(3) as i64;
+                    (products[(first + k) % products.len()].clone(), quantity)
+                })
+                .collect();
+            HistoryOrder {
+                id: Uuid::now_v7(),
+                payment_id: Uuid::now_v7(),
+                customer,
+                lines,
+                at,
+            }
+        })
+        .collect()
+}
+
+async fn all_pages<T, E, Fut>(mut fetch: impl FnMut(PageRequest) -> Fut) -> Result<Vec<T>, E>
+where
+    Fut: std::future::Future<Output = Result<Page<T>, E>>,
+{
+    let mut items = Vec::new();
+    let mut page = PageRequest {
+        limit: MAX_LIMIT,
+        after: None,
+    };
+    loop {
+        let batch = fetch(page).await?;
+        items.extend(batch.items);
+        match batch.next.as_deref().and_then(decode_cursor) {
+            Some(after) => page.after = Some(after),
+            None => return Ok(items),
+        }
+    }
+}
+
+/// Seeds `args.orders` orders in batches of `args.batch` into the opened `modules`.
+///
+/// # Errors
+/// When the catalog is empty or cannot be read, or a module cannot write its part.
+pub async fn seed(modules: &Modules, args: &SeedHistoryArgs) -> anyhow::Result<Seeded> {
+    let (Some(customers_api), Some(inventory_api)) = (&modules.customers, &modules.inventory)
+    else {
+        anyhow::bail!("seeding history needs the customers and inventory modules");
+    };
+    let customers = all_pages(|page| customers_api.list(page))
+        .await
+        .context("listing customers")?;
+    let products = all_pages(|page| inventory_api.list_products(page))
+        .await
+        .context("listing products")?;
+    anyhow::ensure!(
+        !customers.is_empty() && !products.is_empty(),
+        "the catalog is empty: create customers and stocked products first (e.g. a short `bounded bench`)"
+    );
+    let mut rng = Lcg(args.seed);
+    let started = Instant::now();
+    let (mut orders, mut lines) = (0_u64, 0_u64);
+    while orders < args.orders {
+        let n = args.batch.min(args.orders - orders);
+        let batch = generate(
+            &mut rng,
+            &customers,
+            &products,
+            usize::try_from(n).context("batch too large")?,
+        );
+        modules.seed_history(&batch).await?;
+        orders += n;
+        lines += batch.iter().map(|o| o.lines.len() as u64).sum::<u64>();
+        let seconds = started.elapsed().as_secs_f64();
+        eprintln!(
+            "  {orders}/{} orders in {seconds:.1} s ({:.0} orders/s)",
+            args.orders,
+            orders as f64 / seconds
+        );
+    }
+    Ok(Seeded {
+        orders,
+        lines,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// `bounded seed-history`: opens every module's database, seeds, prints a summary.
+///
+/// # Errors
+/// See [`seed`].
+pub async fn run(args: &SeedHistoryArgs) -> anyhow::Result<()> {
+    let modules = Modules::open_all(&args.storage.storage_config()).await?;
+    let seeded = seed(&modules, args).await;
+    modules.close().await;
+    let seeded = seeded?;
+    println!(
+        "seeded {} orders ({} lines) in {:.1} s: {:.0} orders/s",
+        seeded.orders,
+        seeded.lines,
+        seeded.seconds,
+        seeded.orders as f64 / seeded.seconds
+    );
+    Ok(())
+}
