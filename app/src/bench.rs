@@ -5,7 +5,10 @@
 //! place→terminal latency (p50/p95/p99/max), as a summary and optionally as JSON.
 //!
 //! Closed loop keeps the generator's own cost proportional to the work it measures: one POST
-//! and one long poll per order, no polling loops.
+//! and one long poll per order, no polling loops. With `--rate R` it runs an open loop
+//! instead: an order starts every 1/R s whatever the instance's pace, and latency is measured
+//! from each order's scheduled start — the way to measure latency at a given load (say, half
+//! the closed loop's peak).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -58,6 +61,8 @@ impl Latency {
 pub struct Figures {
     pub duration_s: f64,
     pub clients: u32,
+    /// Orders started per second in open loop (`--rate`); `None` for the closed loop.
+    pub rate: Option<f64>,
     pub placed: u64,
     pub placements_per_s: f64,
     pub confirmed: u64,
@@ -124,6 +129,66 @@ async fn seed(
     Ok((customers, products))
 }
 
+/// How one order ended, as the generator saw it.
+enum Outcome {
+    Confirmed,
+    Rejected,
+    Failed,
+}
+
+/// A random order of 1–3 lines over the catalog.
+fn random_order(rng: &mut Lcg, customers: &[String], products: &[String]) -> Value {
+    let customer = &customers[rng.below(customers.len())];
+    let lines = 1 + rng.below(3.min(products.len()));
+    let first = rng.below(products.len());
+    let items: Vec<Value> = (0..lines)
+        .map(|k| json!({"product_id": products[(first + k * 7) % products.len()], "quantity": 1 + rng.below(3)}))
+        .collect();
+    json!({"customer_id": customer, "items": items})
+}
+
+/// Places one order and long-polls it to a terminal state; counts the placement once the
+/// instance has answered it.
+async fn place_and_wait(
+    client: &reqwest::Client,
+    url: &str,
+    body: &Value,
+    placed: &AtomicU64,
+) -> Outcome {
+    let Ok(order) = send(client, client.post(format!("{url}/orders")).json(body), 202).await else {
+        return Outcome::Failed;
+    };
+    placed.fetch_add(1, Ordering::Relaxed);
+    let Ok(order_id) = id(&order) else {
+        return Outcome::Failed;
+    };
+    let wait = client.get(format!(
+        "{url}/orders/{order_id}?wait=terminal&timeout_ms=30000"
+    ));
+    match send(client, wait, 200).await {
+        Ok(done) if done["status"] == "CONFIRMED" => Outcome::Confirmed,
+        Ok(done) if done["status"] == "PENDING" => Outcome::Failed,
+        Ok(_) => Outcome::Rejected,
+        Err(_) => Outcome::Failed,
+    }
+}
+
+impl Tally {
+    /// Counts an order's outcome; a settled one adds its latency from `started`.
+    fn count(&mut self, outcome: &Outcome, started: Instant) {
+        match outcome {
+            Outcome::Confirmed => self.confirmed += 1,
+            Outcome::Rejected => self.rejected += 1,
+            Outcome::Failed => {
+                self.errors += 1;
+                return;
+            }
+        }
+        self.latencies_ms
+            .push(started.elapsed().as_secs_f64() * 1_000.0);
+    }
+}
+
 /// One client: place, wait for the outcome, repeat until `until`.
 async fn client_loop(
     client: reqwest::Client,
@@ -137,47 +202,47 @@ async fn client_loop(
     let mut rng = Lcg(seed);
     let mut tally = Tally::default();
     while Instant::now() < until {
-        let customer = &customers[rng.below(customers.len())];
-        let lines = 1 + rng.below(3.min(products.len()));
-        let first = rng.below(products.len());
-        let items: Vec<Value> = (0..lines)
-            .map(|k| json!({"product_id": products[(first + k * 7) % products.len()], "quantity": 1 + rng.below(3)}))
-            .collect();
+        let body = random_order(&mut rng, &customers, &products);
         let started = Instant::now();
-        let body = json!({"customer_id": customer, "items": items});
-        let order = match send(
-            &client,
-            client.post(format!("{url}/orders")).json(&body),
-            202,
-        )
-        .await
-        {
-            Ok(order) => order,
-            Err(_) => {
-                tally.errors += 1;
-                continue;
-            }
-        };
-        placed.fetch_add(1, Ordering::Relaxed);
-        let Ok(order_id) = id(&order) else {
-            tally.errors += 1;
-            continue;
-        };
-        let wait = client.get(format!(
-            "{url}/orders/{order_id}?wait=terminal&timeout_ms=30000"
-        ));
-        match send(&client, wait, 200).await {
-            Ok(done) if done["status"] == "CONFIRMED" => tally.confirmed += 1,
-            Ok(done) if done["status"] == "PENDING" => tally.errors += 1,
-            Ok(_) => tally.rejected += 1,
-            Err(_) => {
-                tally.errors += 1;
-                continue;
-            }
+        let outcome = place_and_wait(&client, &url, &body, &placed).await;
+        tally.count(&outcome, started);
+    }
+    tally
+}
+
+/// Open loop: starts an order every `1/rate` seconds until `until`, whether or not earlier
+/// ones have settled. Latency runs from each order's scheduled start, so a stalled instance
+/// shows as latency rather than as a lower offered rate (no coordinated omission).
+async fn open_loop(
+    client: reqwest::Client,
+    url: String,
+    customers: Arc<Vec<String>>,
+    products: Arc<Vec<String>>,
+    rate: f64,
+    until: Instant,
+    placed: Arc<AtomicU64>,
+) -> Tally {
+    let mut rng = Lcg(1);
+    let mut orders = tokio::task::JoinSet::new();
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let mut next = Instant::now();
+    while next < until {
+        tokio::time::sleep_until(next.into()).await;
+        let body = random_order(&mut rng, &customers, &products);
+        let (client, url, placed) = (client.clone(), url.clone(), placed.clone());
+        let scheduled = next;
+        orders.spawn(async move {
+            let outcome = place_and_wait(&client, &url, &body, &placed).await;
+            (outcome, scheduled)
+        });
+        next += interval;
+    }
+    let mut tally = Tally::default();
+    while let Some(done) = orders.join_next().await {
+        match done {
+            Ok((outcome, scheduled)) => tally.count(&outcome, scheduled),
+            Err(_) => tally.errors += 1,
         }
-        tally
-            .latencies_ms
-            .push(started.elapsed().as_secs_f64() * 1_000.0);
     }
     tally
 }
@@ -194,11 +259,14 @@ pub async fn measure(args: &BenchArgs) -> anyhow::Result<Figures> {
     let url = args.url.trim_end_matches('/').to_owned();
     let (customers, products) = seed(&client, &url, args).await?;
     eprintln!(
-        "seeded {} customers and {} products in {} warehouses; running {} clients for {:?}",
+        "seeded {} customers and {} products in {} warehouses; running {} for {:?}",
         customers.len(),
         products.len(),
         args.warehouses,
-        args.clients,
+        args.rate.map_or_else(
+            || format!("{} clients", args.clients),
+            |rate| format!("an open loop of {rate} orders/s")
+        ),
         args.duration
     );
     let (customers, products) = (Arc::new(customers), Arc::new(products));
@@ -206,16 +274,28 @@ pub async fn measure(args: &BenchArgs) -> anyhow::Result<Figures> {
     let started = Instant::now();
     let until = started + args.duration;
     let mut clients = tokio::task::JoinSet::new();
-    for c in 0..args.clients {
-        clients.spawn(client_loop(
+    if let Some(rate) = args.rate {
+        clients.spawn(open_loop(
             client.clone(),
             url.clone(),
             customers.clone(),
             products.clone(),
-            u64::from(c) + 1,
+            rate,
             until,
             placed.clone(),
         ));
+    } else {
+        for c in 0..args.clients {
+            clients.spawn(client_loop(
+                client.clone(),
+                url.clone(),
+                customers.clone(),
+                products.clone(),
+                u64::from(c) + 1,
+                until,
+                placed.clone(),
+            ));
+        }
     }
     // A progress line a second, while the clients run.
     let progress = {
@@ -245,6 +325,7 @@ pub async fn measure(args: &BenchArgs) -> anyhow::Result<Figures> {
     Ok(Figures {
         duration_s: elapsed,
         clients: args.clients,
+        rate: args.rate,
         placed,
         placements_per_s: placed as f64 / elapsed,
         confirmed: total.confirmed,

@@ -156,6 +156,10 @@ pub struct BenchArgs {
     /// Concurrent clients; each places an order and waits for it to settle, then the next.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub clients: u32,
+    /// Open loop instead: start this many orders per second, each placed and waited for by a
+    /// task of its own, whatever the instance's pace (`--clients` is then unused).
+    #[arg(long, value_parser = parse_rate)]
+    pub rate: Option<f64>,
     /// Customers of the catalog the load is drawn from.
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub customers: u32,
@@ -281,6 +285,18 @@ impl StorageArgs {
         config.overrides = self.module_database_urls.iter().cloned().collect();
         config.role_password = self.db_role_password.clone();
         config
+    }
+}
+
+/// An open-loop rate: orders per second, from 0.1 to 100 000.
+fn parse_rate(s: &str) -> Result<f64, String> {
+    let rate: f64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of orders per second"))?;
+    if (0.1..=100_000.0).contains(&rate) {
+        Ok(rate)
+    } else {
+        Err(format!("{rate} orders/s is outside 0.1..=100000"))
     }
 }
 

@@ -179,6 +179,15 @@ fn demo_seeds_a_running_instance_and_every_order_settles() {
 
 /// `bounded bench` with a small catalog and 4 clients for `duration`, figures into `json`.
 fn small_bench(url: &str, duration: &str, json: &Path) -> std::process::Output {
+    small_bench_with(url, duration, json, &[])
+}
+
+fn small_bench_with(
+    url: &str,
+    duration: &str,
+    json: &Path,
+    extra: &[&str],
+) -> std::process::Output {
     let args = [
         "bench",
         "--url",
@@ -195,7 +204,36 @@ fn small_bench(url: &str, duration: &str, json: &Path) -> std::process::Output {
         "2",
         "--json",
     ];
-    Command::new(BIN).args(args).arg(json).output().unwrap()
+    Command::new(BIN)
+        .args(args)
+        .arg(json)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+/// The open loop (`--rate`) starts orders on its schedule: 25/s for 2 s is 50 orders, all
+/// settled, with their latency measured from their scheduled start.
+#[test]
+fn bench_open_loop_starts_orders_at_the_given_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, url) = serve_on_sqlite(dir.path());
+    let json = dir.path().join("bench.json");
+    let bench = small_bench_with(&url, "2s", &json, &["--rate", "25"]);
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let stdout = String::from_utf8_lossy(&bench.stdout);
+    let stderr = String::from_utf8_lossy(&bench.stderr);
+    assert!(bench.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("open loop of 25 orders/s"), "{stderr}");
+    let figures: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(figures["rate"], 25.0, "{figures}");
+    assert_eq!(figures["placed"], 50, "{figures}");
+    assert_eq!(figures["errors"], 0, "{figures}");
+    let settled = figures["confirmed"].as_u64().unwrap() + figures["rejected"].as_u64().unwrap();
+    assert_eq!(settled, 50, "{figures}");
+    assert!(figures["place_to_terminal_ms"]["p50"].as_f64().unwrap() > 0.0);
 }
 
 /// The load generator's smoke run, so that it cannot rot: a couple of seconds against the real

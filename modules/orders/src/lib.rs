@@ -7,6 +7,7 @@
 //! modules reach it only through [`orders_api::OrdersApi`] and its events.
 
 mod domain;
+mod group_commit;
 mod history;
 mod http;
 mod read_model;

@@ -8,7 +8,6 @@ use async_trait::async_trait;
 use customers_api::{CustomerId, CustomersApi, CustomersError};
 use futures::future::join_all;
 use inventory_api::{InventoryApi, InventoryError, Product, ProductId};
-use orders_api::events::{OrderPlaced, PlacedLine};
 use orders_api::{
     NewOrder, Order, OrderFilter, OrderId, OrderLine, OrderStatus, OrdersApi, OrdersError,
     Participant, Reason, Saga, SagaStep,
@@ -24,6 +23,7 @@ use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
 use crate::domain;
+use crate::group_commit::{PlacementQueue, placed_event};
 use crate::saga;
 
 /// Scope of `Idempotency-Key`s of order placement.
@@ -54,6 +54,8 @@ pub struct Orders {
     customers: Arc<dyn CustomersApi>,
     inventory: Arc<dyn InventoryApi>,
     config: OrdersConfig,
+    /// Placements waiting for their group commit (see [`crate::group_commit`]).
+    pub(crate) placements: Arc<PlacementQueue>,
 }
 
 impl std::fmt::Debug for Orders {
@@ -195,6 +197,7 @@ impl Orders {
             customers,
             inventory,
             config,
+            placements: Arc::default(),
         }
     }
 
@@ -345,7 +348,11 @@ impl Orders {
     }
 }
 
-async fn insert_order(tx: &mut Tx, order: &Order, deadline_us: i64) -> Result<(), sqlx::Error> {
+pub(crate) async fn insert_order(
+    tx: &mut Tx,
+    order: &Order,
+    deadline_us: i64,
+) -> Result<(), sqlx::Error> {
     with_tx!(tx, |conn| {
         sqlx::query(
             "INSERT INTO orders (id, customer_id, status, reason, total_cents, created_at, updated_at) \
@@ -419,17 +426,6 @@ impl OrdersApi for Orders {
                 line_total_cents,
             });
         }
-        let fingerprint = idempotency::fingerprint(&input);
-        let mut tx = self.db.begin().await?;
-        if let Some(key) = &key {
-            let stored = idempotency::replay(&mut tx, SCOPE_PLACE_ORDER, key, &fingerprint).await;
-            match stored {
-                Ok(Some(order)) => return Ok(order),
-                Ok(None) => {}
-                Err(IdempotencyError::Reused(e)) => return Err(e.into()),
-                Err(IdempotencyError::Storage(e)) => return Err(self.storage(e)),
-            }
-        }
         let now = clock::now();
         let order = Order {
             id: OrderId::generate(),
@@ -441,35 +437,36 @@ impl OrdersApi for Orders {
             created_at: now,
             updated_at: now,
         };
-        let deadline = now + self.config.saga_timeout;
-        insert_order(&mut tx, &order, saga::unix_micros(deadline))
+        let deadline_us = saga::unix_micros(now + self.config.saga_timeout);
+        let Some(key) = key else {
+            // Without a key, concurrent placements share one commit.
+            self.commit_placement(order.clone(), deadline_us, EventContext::current())
+                .await?;
+            metrics::counter!("bounded_orders_placed_total").increment(1);
+            return Ok(order);
+        };
+        // With a key, the replay check and the placement are one transaction of their own.
+        let fingerprint = idempotency::fingerprint(&input);
+        let mut tx = self.db.begin().await?;
+        let stored = idempotency::replay(&mut tx, SCOPE_PLACE_ORDER, &key, &fingerprint).await;
+        match stored {
+            Ok(Some(order)) => return Ok(order),
+            Ok(None) => {}
+            Err(IdempotencyError::Reused(e)) => return Err(e.into()),
+            Err(IdempotencyError::Storage(e)) => return Err(self.storage(e)),
+        }
+        insert_order(&mut tx, &order, deadline_us)
             .await
             .map_err(|e| self.storage(e))?;
         saga::record_step(&mut tx, order.id.0, 1, "placed", None, now)
             .await
             .map_err(|e| self.storage(e))?;
-        let placed = OrderPlaced {
-            order_id: order.id,
-            customer_id: order.customer_id,
-            lines: order
-                .items
-                .iter()
-                .map(|line| PlacedLine {
-                    product_id: line.product_id,
-                    quantity: line.quantity,
-                    unit_price_cents: line.unit_price_cents,
-                })
-                .collect(),
-            total_cents: order.total_cents,
-        };
-        outbox::append(&mut tx, &placed, &EventContext::current())
+        outbox::append(&mut tx, &placed_event(&order), &EventContext::current())
             .await
             .map_err(|e| self.storage(e))?;
-        if let Some(key) = &key {
-            idempotency::remember(&mut tx, SCOPE_PLACE_ORDER, key, &fingerprint, &order)
-                .await
-                .map_err(|e| self.storage(e))?;
-        }
+        idempotency::remember(&mut tx, SCOPE_PLACE_ORDER, &key, &fingerprint, &order)
+            .await
+            .map_err(|e| self.storage(e))?;
         tx.commit().await.map_err(|e| self.storage(e))?;
         metrics::counter!("bounded_orders_placed_total").increment(1);
         Ok(order)

@@ -81,12 +81,20 @@ pub async fn append<E: IntegrationEvent>(
 /// then rows — and two of them can never deadlock, one holding a row and waiting for the
 /// outbox while the other holds the outbox and waits for that row. (A subscription batch
 /// applies many events and would otherwise interleave row locks and appends.)
+///
+/// The lock is held to the end of the transaction, so only a transaction's first call costs a
+/// round trip. Call it first, outside any savepoint: rolling back to a savepoint taken before
+/// it would release the lock while this transaction still counts it as held.
 pub async fn lock(tx: &mut Tx) -> Result<(), sqlx::Error> {
+    if tx.outbox_locked {
+        return Ok(());
+    }
     if let TxConn::Postgres(conn) = &mut tx.conn {
         sqlx::query("SELECT seq FROM outbox_head WHERE id = 1 FOR UPDATE")
             .execute(&mut **conn)
             .await?;
     }
+    tx.outbox_locked = true;
     Ok(())
 }
 

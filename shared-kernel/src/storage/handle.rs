@@ -39,6 +39,8 @@ pub struct Tx {
     /// Events appended to the outbox in this transaction: the commit wakes the publisher and
     /// announces them to [`ModuleDb::committed_events`].
     pub(crate) appended_events: Vec<AppendedEvent>,
+    /// This transaction holds the outbox's append lock (Postgres): taking it again is a no-op.
+    pub(crate) outbox_locked: bool,
     commits: Option<watch::Sender<u64>>,
     committed: Option<broadcast::Sender<Arc<[AppendedEvent]>>>,
     /// The module whose database this is, for metrics.
@@ -196,6 +198,7 @@ impl Db {
         Ok(Tx {
             conn,
             appended_events: Vec::new(),
+            outbox_locked: false,
             commits: None,
             committed: None,
             module: None,
