@@ -156,6 +156,29 @@ pub async fn lock_checkpoint(tx: &mut Tx, name: &str) -> Result<i64, sqlx::Error
     Ok(seq)
 }
 
+/// Locks and reads the checkpoint, and tells whether the subscription has parked or blocked
+/// events. On SQLite (a single writer: nothing changes between the two) that is one statement;
+/// on Postgres the dead letters are read after the lock is held, so that a batch another
+/// process parked while this one waited for the lock is seen.
+async fn checkpoint_and_dead_letters(tx: &mut Tx, name: &str) -> Result<(i64, bool), sqlx::Error> {
+    match &mut tx.conn {
+        TxConn::Sqlite(conn) => {
+            sqlx::query_as(
+                "SELECT seq, EXISTS (SELECT 1 FROM dead_letters \
+                   WHERE subscription = $1 AND status IN ('parked', 'blocked')) \
+                 FROM subscription_checkpoints WHERE name = $1",
+            )
+            .bind(name)
+            .fetch_one(&mut **conn)
+            .await
+        }
+        TxConn::Postgres(_) => {
+            let seq = lock_checkpoint(tx, name).await?;
+            Ok((seq, dead_letters::open_count(tx, name).await? > 0))
+        }
+    }
+}
+
 /// Reads the checkpoint of `name` (0 when it has none yet).
 pub async fn checkpoint(db: &ModuleDb, name: &str) -> Result<i64, StorageError> {
     let row: Option<(i64,)> = crate::with_reader!(db.reader()?, |pool| {
@@ -291,7 +314,8 @@ pub(crate) async fn step(
     failure: Option<&Failure>,
 ) -> Result<Step, StepError> {
     let mut tx = consumer.begin().await?;
-    let from = lock_checkpoint(&mut tx, &subscription.name).await?;
+    let (from, dead_letters_open) =
+        checkpoint_and_dead_letters(&mut tx, &subscription.name).await?;
     let mut events = source.read_after(from, config.batch_size).await?;
     let read = events.len();
     // A failure at or below the checkpoint is behind us (a rewind or another process moved on).
@@ -323,7 +347,6 @@ pub(crate) async fn step(
     let Some(last) = events.last().map(|e| e.seq) else {
         return Ok(Step::Idle);
     };
-    let dead_letters_open = dead_letters::open_count(&mut tx, &subscription.name).await? > 0;
     if dead_letters_open {
         // Rare: look up every event's aggregate, and hold back those behind a parked event.
         for event in &events {
