@@ -174,8 +174,8 @@ async fn place_and_wait(
 }
 
 impl Tally {
-    /// Counts an order's outcome; a settled one adds its latency from `started`.
-    fn count(&mut self, outcome: &Outcome, started: Instant) {
+    /// Counts an order's outcome; a settled one adds its latency.
+    fn count(&mut self, outcome: &Outcome, latency: Duration) {
         match outcome {
             Outcome::Confirmed => self.confirmed += 1,
             Outcome::Rejected => self.rejected += 1,
@@ -184,8 +184,7 @@ impl Tally {
                 return;
             }
         }
-        self.latencies_ms
-            .push(started.elapsed().as_secs_f64() * 1_000.0);
+        self.latencies_ms.push(latency.as_secs_f64() * 1_000.0);
     }
 }
 
@@ -205,7 +204,7 @@ async fn client_loop(
         let body = random_order(&mut rng, &customers, &products);
         let started = Instant::now();
         let outcome = place_and_wait(&client, &url, &body, &placed).await;
-        tally.count(&outcome, started);
+        tally.count(&outcome, started.elapsed());
     }
     tally
 }
@@ -233,14 +232,14 @@ async fn open_loop(
         let scheduled = next;
         orders.spawn(async move {
             let outcome = place_and_wait(&client, &url, &body, &placed).await;
-            (outcome, scheduled)
+            (outcome, scheduled.elapsed())
         });
         next += interval;
     }
     let mut tally = Tally::default();
     while let Some(done) = orders.join_next().await {
         match done {
-            Ok((outcome, scheduled)) => tally.count(&outcome, scheduled),
+            Ok((outcome, latency)) => tally.count(&outcome, latency),
             Err(_) => tally.errors += 1,
         }
     }
@@ -253,7 +252,12 @@ async fn open_loop(
 /// When the instance cannot be reached or seeded.
 pub async fn measure(args: &BenchArgs) -> anyhow::Result<Figures> {
     let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(usize::try_from(args.clients).unwrap_or(16))
+        // Keep a connection per client; the open loop keeps them all (reqwest's default), or
+        // orders beyond the idle pool would each pay a new connection.
+        .pool_max_idle_per_host(match args.rate {
+            Some(_) => usize::MAX,
+            None => usize::try_from(args.clients).unwrap_or(16),
+        })
         .build()
         .context("building the HTTP client")?;
     let url = args.url.trim_end_matches('/').to_owned();
