@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::service::equal_filters;
 use async_trait::async_trait;
 use customers_api::events::{CustomerRegistered, CustomerUpdated};
 use orders_api::OrderStatus;
@@ -249,24 +250,34 @@ impl ReadModel {
         filter: SummaryFilter,
         page: PageRequest,
     ) -> Result<Page<OrderSummary>, ReadModelError> {
+        let (filters, limit) = equal_filters(
+            2,
+            &[
+                ("customer_id", filter.customer_id.is_some()),
+                ("status", filter.status.is_some()),
+            ],
+        );
+        let sql = format!(
+            "SELECT order_id, customer_id, customer_name, customer_email, status, item_count, \
+                    total_cents, payment_status, created_at, order_changed_at, \
+                    customer_changed_at, payment_changed_at \
+             FROM order_summaries \
+             WHERE generation = \
+                     (SELECT active_generation FROM read_models WHERE name = 'order_summaries') \
+               AND status IS NOT NULL AND order_id > $1{filters} \
+             ORDER BY order_id LIMIT ${limit}"
+        );
         let rows: Vec<SummaryRow> = with_reader!(self.db.reader()?, |pool| {
-            sqlx::query_as(
-                "SELECT order_id, customer_id, customer_name, customer_email, status, item_count, \
-                        total_cents, payment_status, created_at, order_changed_at, \
-                        customer_changed_at, payment_changed_at \
-                 FROM order_summaries \
-                 WHERE generation = \
-                         (SELECT active_generation FROM read_models WHERE name = 'order_summaries') \
-                   AND status IS NOT NULL AND order_id > $1 \
-                   AND ($2 IS NULL OR customer_id = $2) AND ($3 IS NULL OR status = $3) \
-                 ORDER BY order_id LIMIT $4",
-            )
-            .bind(page.after.unwrap_or(Uuid::nil()))
-            .bind(filter.customer_id)
-            .bind(filter.status.map(OrderStatus::as_str))
-            .bind(i64::from(page.limit) + 1)
-            .fetch_all(pool)
-            .await
+            // Only placeholders are generated; every value is bound.
+            let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
+                .bind(page.after.unwrap_or(Uuid::nil()));
+            if let Some(customer_id) = filter.customer_id {
+                query = query.bind(customer_id);
+            }
+            if let Some(status) = filter.status {
+                query = query.bind(status.as_str());
+            }
+            query.bind(i64::from(page.limit) + 1).fetch_all(pool).await
         })
         .map_err(|e| self.db.classify(e))?;
         let summaries = rows
