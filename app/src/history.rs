@@ -16,13 +16,13 @@ use anyhow::Context as _;
 use customers_api::Customer;
 use inventory_api::Product;
 use shared_kernel::clock;
-use shared_kernel::http::{MAX_LIMIT, Page, PageRequest, decode_cursor};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::config::SeedHistoryArgs;
 use crate::demo::Lcg;
 use crate::modules::Modules;
+use crate::reconcile::all_pages;
 
 /// One confirmed order of the history, as the generator draws it from the catalog.
 #[derive(Debug, Clone)]
@@ -71,25 +71,6 @@ pub(crate) fn generate(
             }
         })
         .collect()
-}
-
-async fn all_pages<T, E, Fut>(mut fetch: impl FnMut(PageRequest) -> Fut) -> Result<Vec<T>, E>
-where
-    Fut: std::future::Future<Output = Result<Page<T>, E>>,
-{
-    let mut items = Vec::new();
-    let mut page = PageRequest {
-        limit: MAX_LIMIT,
-        after: None,
-    };
-    loop {
-        let batch = fetch(page).await?;
-        items.extend(batch.items);
-        match batch.next.as_deref().and_then(decode_cursor) {
-            Some(after) => page.after = Some(after),
-            None => return Ok(items),
-        }
-    }
 }
 
 /// Seeds `args.orders` orders in batches of `args.batch` into the opened `modules`.

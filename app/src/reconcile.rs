@@ -121,7 +121,9 @@ pub async fn reconcile(
 }
 
 /// Every item of a list, following its cursors.
-async fn all_pages<T, E, Fut>(mut fetch: impl FnMut(PageRequest) -> Fut) -> Result<Vec<T>, E>
+pub(crate) async fn all_pages<T, E, Fut>(
+    mut fetch: impl FnMut(PageRequest) -> Fut,
+) -> Result<Vec<T>, E>
 where
     Fut: std::future::Future<Output = Result<Page<T>, E>>,
 {

@@ -145,24 +145,35 @@ impl Orders {
     async fn write_placements(&self, group: &[Placement]) -> Result<(), OrdersError> {
         let mut tx = self.db.begin().await?;
         for placement in group {
-            write_placement(&mut tx, placement)
-                .await
-                .map_err(|e| self.storage(e))?;
+            write_placement(
+                &mut tx,
+                &placement.order,
+                placement.deadline_us,
+                &placement.context,
+            )
+            .await
+            .map_err(|e| self.storage(e))?;
         }
         tx.commit().await.map_err(|e| self.storage(e))
     }
 }
 
-async fn write_placement(tx: &mut Tx, placement: &Placement) -> Result<(), sqlx::Error> {
-    let order = &placement.order;
-    insert_order(tx, order, placement.deadline_us).await?;
+/// Writes a placed order: the order and its lines, the saga with its first step, and
+/// `OrderPlaced` in the outbox.
+pub(crate) async fn write_placement(
+    tx: &mut Tx,
+    order: &Order,
+    deadline_us: i64,
+    context: &EventContext,
+) -> Result<(), sqlx::Error> {
+    insert_order(tx, order, deadline_us).await?;
     saga::record_step(tx, order.id.0, 1, "placed", None, order.created_at).await?;
-    outbox::append(tx, &placed_event(order), &placement.context).await?;
+    outbox::append(tx, &placed_event(order), context).await?;
     Ok(())
 }
 
 /// The `OrderPlaced` event of a new order.
-pub(crate) fn placed_event(order: &Order) -> OrderPlaced {
+fn placed_event(order: &Order) -> OrderPlaced {
     OrderPlaced {
         order_id: order.id,
         customer_id: order.customer_id,

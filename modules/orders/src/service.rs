@@ -14,7 +14,7 @@ use orders_api::{
 };
 use shared_kernel::clock;
 use shared_kernel::http::{FieldError, Page, PageRequest};
-use shared_kernel::messaging::{EventContext, outbox};
+use shared_kernel::messaging::EventContext;
 use shared_kernel::storage::idempotency::{self, IdempotencyError, IdempotencyKey};
 use shared_kernel::storage::{ModuleDb, Tx};
 use shared_kernel::{with_reader, with_tx};
@@ -23,7 +23,7 @@ use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
 use crate::domain;
-use crate::group_commit::{PlacementQueue, placed_event};
+use crate::group_commit::{PlacementQueue, write_placement};
 use crate::saga;
 
 /// Scope of `Idempotency-Key`s of order placement.
@@ -471,13 +471,7 @@ impl OrdersApi for Orders {
             Err(IdempotencyError::Reused(e)) => return Err(e.into()),
             Err(IdempotencyError::Storage(e)) => return Err(self.storage(e)),
         }
-        insert_order(&mut tx, &order, deadline_us)
-            .await
-            .map_err(|e| self.storage(e))?;
-        saga::record_step(&mut tx, order.id.0, 1, "placed", None, now)
-            .await
-            .map_err(|e| self.storage(e))?;
-        outbox::append(&mut tx, &placed_event(&order), &EventContext::current())
+        write_placement(&mut tx, &order, deadline_us, &EventContext::current())
             .await
             .map_err(|e| self.storage(e))?;
         idempotency::remember(&mut tx, SCOPE_PLACE_ORDER, &key, &fingerprint, &order)

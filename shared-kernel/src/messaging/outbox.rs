@@ -35,6 +35,7 @@ pub async fn append<E: IntegrationEvent>(
 ) -> Result<(Uuid, i64), sqlx::Error> {
     let payload = serde_json::to_value(event).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     let id = Uuid::now_v7();
+    let aggregate_id = event.aggregate_id();
     // One statement takes the next seq from the head and inserts the event (Postgres: under
     // the head's row lock, held to commit; SQLite: under the single writer, with the trigger
     // `outbox_head_follows` moving the head).
@@ -56,7 +57,7 @@ pub async fn append<E: IntegrationEvent>(
         sqlx::query_scalar(sql)
             .bind(id)
             .bind(E::AGGREGATE_TYPE)
-            .bind(event.aggregate_id())
+            .bind(&aggregate_id)
             .bind(E::TYPE)
             .bind(E::VERSION)
             .bind(Json(&payload))
@@ -69,7 +70,7 @@ pub async fn append<E: IntegrationEvent>(
     })?;
     tx.appended_events.push(AppendedEvent {
         seq,
-        aggregate_id: event.aggregate_id(),
+        aggregate_id,
         event_type: E::TYPE,
     });
     Ok((id, seq))
