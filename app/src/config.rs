@@ -62,7 +62,9 @@ pub enum Command {
     Baseline(BaselineArgs),
     /// Benchmark tool: bulk-write N settled (CONFIRMED) orders of history straight into every
     /// module's own store (orders and their sagas and summaries, captured payments, committed
-    /// reservations), without events, over the existing catalog. Run with the server stopped.
+    /// reservations), without events, over the existing catalog. The catalog must exist first:
+    /// customers and stocked products, e.g. from a short `bounded bench` (or `bounded demo`)
+    /// against a server on the same store, and that server stopped before seeding.
     SeedHistory(SeedHistoryArgs),
     /// The architecture lint.
     Arch {

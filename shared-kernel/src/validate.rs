@@ -1,12 +1,17 @@
 //! Field validators shared by modules' value types. Each returns the cleaned value or a
 //! [`FieldError`] naming the field.
 
+use unicode_normalization::UnicodeNormalization as _;
+
 use crate::http::FieldError;
 
-/// Free text: trimmed, `1..=max_chars` characters, no control characters.
+/// Free text such as a name: trimmed, in Unicode normalization form C (so that a name typed
+/// with combining accents and the same name typed precomposed are one name), `1..=max_chars`
+/// characters, at least one of them visible, and no control or bidirectional formatting
+/// characters (a right-to-left override can make a name display as something else).
 pub fn text(field: &str, raw: &str, max_chars: usize) -> Result<String, FieldError> {
-    let trimmed = raw.trim();
-    let chars = trimmed.chars().count();
+    let normalized = nfc(raw.trim());
+    let chars = normalized.chars().count();
     if chars == 0 {
         Err(FieldError::new(field, "must not be empty"))
     } else if chars > max_chars {
@@ -14,14 +19,64 @@ pub fn text(field: &str, raw: &str, max_chars: usize) -> Result<String, FieldErr
             field,
             format!("must be at most {max_chars} characters"),
         ))
-    } else if trimmed.chars().any(char::is_control) {
+    } else if normalized.chars().any(char::is_control) {
         Err(FieldError::new(
             field,
             "must not contain control characters",
         ))
+    } else if normalized.chars().any(is_bidi_control) {
+        Err(FieldError::new(
+            field,
+            "must not contain bidirectional formatting characters",
+        ))
+    } else if normalized
+        .chars()
+        .all(|c| c.is_whitespace() || is_default_ignorable(c))
+    {
+        Err(FieldError::new(
+            field,
+            "must contain at least one visible character",
+        ))
     } else {
-        Ok(trimmed.to_owned())
+        Ok(normalized)
     }
+}
+
+/// `raw` in Unicode normalization form C.
+pub fn nfc(raw: &str) -> String {
+    raw.nfc().collect()
+}
+
+/// Unicode's `Bidi_Control` property (PropList.txt): the marks, embeddings, overrides and
+/// isolates that reorder how text is displayed.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Unicode's `Default_Ignorable_Code_Point` property (DerivedCoreProperties.txt): characters
+/// that render as nothing, such as zero-width spaces and joiners, variation selectors and the
+/// Hangul fillers.
+fn is_default_ignorable(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{061C}'
+            | '\u{115F}'..='\u{1160}'
+            | '\u{17B4}'..='\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+            | '\u{FFF0}'..='\u{FFF8}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0000}'..='\u{E0FFF}'
+    )
 }
 
 /// A code such as a SKU or a warehouse name: `1..=max_chars` of `[A-Za-z0-9._-]`, untrimmed.
@@ -72,6 +127,30 @@ mod tests {
         assert!(text("f", " \t ", 3).is_err());
         assert!(text("f", "éééé", 3).is_err());
         assert!(text("f", "a\u{7}", 3).is_err());
+    }
+
+    #[test]
+    fn text_refuses_bidirectional_overrides_and_invisible_only_values() {
+        for bad in [
+            "\u{202E}evil",
+            "ab\u{2066}c",
+            "a\u{200F}",
+            "\u{200B}",
+            "\u{200B}\u{200D}\u{FEFF}",
+            " \u{2060} ",
+        ] {
+            assert!(text("f", bad, 10).is_err(), "{bad:?}");
+        }
+        // Joiners inside visible text are part of real names and emoji.
+        assert!(text("f", "a\u{200D}b", 10).is_ok());
+    }
+
+    #[test]
+    fn text_is_kept_in_normalization_form_c() {
+        let decomposed = "Jose\u{0301}";
+        let composed = "Jos\u{00E9}";
+        assert_eq!(text("f", decomposed, 4).unwrap(), composed);
+        assert_eq!(text("f", composed, 4).unwrap(), composed);
     }
 
     #[test]

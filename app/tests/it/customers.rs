@@ -67,6 +67,18 @@ fn bad_registrations() -> Vec<(&'static str, String, u16, Option<&'static str>)>
             Some("name"),
         ),
         (
+            "name with a right-to-left override",
+            r#"{"name": "\u202eecalevoL adA", "email": "ada@example.com"}"#.into(),
+            422,
+            Some("name"),
+        ),
+        (
+            "name of zero-width characters only",
+            r#"{"name": "\u200b\u200d\ufeff", "email": "ada@example.com"}"#.into(),
+            422,
+            Some("name"),
+        ),
+        (
             "over-long name",
             format!(r#"{{"name": "{long_name}", "email": "ada@example.com"}}"#),
             422,
@@ -115,6 +127,15 @@ both_backends! {
         register(&app, "Ada", "ada@example.com").await;
         let answer = app.post("/customers", json!({"name": "Other", "email": "ADA@example.COM"})).await;
         answer.problem(409);
+        assert_eq!(app.list_all("/customers").await.len(), 1);
+    }
+
+    async fn an_email_is_one_address_whether_its_accents_are_composed_or_not(app) {
+        let decomposed = register(&app, "Jose\u{301}", "jose\u{301}@example.com").await;
+        assert_eq!(decomposed["email"], "jos\u{e9}@example.com");
+        assert_eq!(decomposed["name"], "Jos\u{e9}");
+        let composed = app.post("/customers", json!({"name": "Other", "email": "JOS\u{c9}@example.com"})).await;
+        composed.problem(409);
         assert_eq!(app.list_all("/customers").await.len(), 1);
     }
 

@@ -53,6 +53,18 @@ fn bad_products() -> Vec<(&'static str, String, u16, &'static str)> {
             "sku",
         ),
         (
+            "name with a right-to-left override",
+            r#"{"sku": "A1", "name": "\u202eP", "price_cents": 1}"#.into(),
+            422,
+            "name",
+        ),
+        (
+            "name of zero-width characters only",
+            r#"{"sku": "A1", "name": "\u200b", "price_cents": 1}"#.into(),
+            422,
+            "name",
+        ),
+        (
             "over-long sku",
             format!(r#"{{"sku": "{long_sku}", "name": "P", "price_cents": 1}}"#),
             422,

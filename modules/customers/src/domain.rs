@@ -20,8 +20,9 @@ impl CustomerName {
     }
 }
 
-/// An email address: a valid addr-spec of at most 254 characters, kept as given; its
-/// lower-cased form is what uniqueness compares.
+/// An email address: a valid addr-spec of at most 254 characters, kept as given but in Unicode
+/// normalization form C (so one address typed with combining accents or precomposed is one
+/// address); its lower-cased form is what uniqueness compares.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Email(String);
 
@@ -29,7 +30,8 @@ impl Email {
     pub const MAX_CHARS: usize = 254;
 
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
-        let trimmed = raw.trim();
+        let normalized = validate::nfc(raw.trim());
+        let trimmed = normalized.as_str();
         if trimmed.chars().count() > Self::MAX_CHARS {
             return Err(FieldError::new(
                 "email",
@@ -96,6 +98,20 @@ mod tests {
         }
         let long = format!("{}@example.com", "a".repeat(250));
         assert!(Email::parse(&long).is_err());
+    }
+
+    #[test]
+    fn emails_are_kept_in_normalization_form_c() {
+        let decomposed = Email::parse("jose\u{0301}@example.com").unwrap();
+        let composed = Email::parse("jos\u{00E9}@example.com").unwrap();
+        assert_eq!(decomposed, composed);
+        assert_eq!(decomposed.as_str(), "jos\u{00E9}@example.com");
+    }
+
+    #[test]
+    fn names_with_direction_overrides_or_nothing_visible_are_refused() {
+        assert!(CustomerName::parse("\u{202E}ecnalevoL adA").is_err());
+        assert!(CustomerName::parse("\u{200B}\u{200B}").is_err());
     }
 
     #[test]
