@@ -20,6 +20,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use shared_kernel::storage::{Backend, StorageConfig};
+use tools::arch::ArchCommand;
+use tools::bench::BenchArgs;
+use tools::demo::DemoArgs;
 
 /// The modules of the shop, in wiring order.
 pub const MODULES: [&str; 4] = ["customers", "inventory", "orders", "payments"];
@@ -73,21 +76,6 @@ pub enum Command {
     },
 }
 
-#[derive(Debug, Subcommand)]
-pub enum ArchCommand {
-    /// Check the workspace against the architecture invariants; exit 1 naming each violation.
-    Check(WorkspaceArg),
-    /// Print the module graph (call and event edges) as Mermaid.
-    Graph(WorkspaceArg),
-}
-
-#[derive(Debug, Args)]
-pub struct WorkspaceArg {
-    /// Root of the workspace (or any folder below it).
-    #[arg(long, env = "BOUNDED_WORKSPACE", default_value = ".")]
-    pub workspace: PathBuf,
-}
-
 #[derive(Debug, Clone, Args)]
 pub struct StorageArgs {
     /// Folder of the SQLite databases, one file per module (created if missing).
@@ -102,25 +90,6 @@ pub struct StorageArgs {
     /// Password of the per-module Postgres login roles.
     #[arg(long, env = "BOUNDED_DB_ROLE_PASSWORD", hide_env_values = true)]
     pub db_role_password: Option<String>,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct DemoArgs {
-    /// Base URL of the running instance.
-    #[arg(long, env = "BOUNDED_URL", default_value = "http://127.0.0.1:8080")]
-    pub url: String,
-    /// Orders to place.
-    #[arg(long, env = "BOUNDED_DEMO_ORDERS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    pub orders: u32,
-    /// Customers to register.
-    #[arg(long, env = "BOUNDED_DEMO_CUSTOMERS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
-    pub customers: u32,
-    /// Products to create, each with stock in two warehouses.
-    #[arg(long, env = "BOUNDED_DEMO_PRODUCTS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=10_000))]
-    pub products: u32,
-    /// Orders in flight at once.
-    #[arg(long, env = "BOUNDED_DEMO_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
-    pub concurrency: u32,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -145,35 +114,6 @@ pub struct SeedHistoryArgs {
     /// Seed of the generator (customers, products and quantities are drawn from it).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct BenchArgs {
-    /// Base URL of the running instance.
-    #[arg(long, env = "BOUNDED_URL", default_value = "http://127.0.0.1:8080")]
-    pub url: String,
-    /// How long to place orders (`30s`, `2m`).
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-    pub duration: std::time::Duration,
-    /// Concurrent clients; each places an order and waits for it to settle, then the next.
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
-    pub clients: u32,
-    /// Open loop instead: start this many orders per second, each placed and waited for by a
-    /// task of its own, whatever the instance's pace (`--clients` is then unused).
-    #[arg(long, value_parser = parse_rate)]
-    pub rate: Option<f64>,
-    /// Customers of the catalog the load is drawn from.
-    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    pub customers: u32,
-    /// Products of the catalog, each stocked in every warehouse.
-    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    pub products: u32,
-    /// Warehouses per product.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=64))]
-    pub warehouses: u32,
-    /// Write the figures as JSON to this file (`-` for stdout).
-    #[arg(long)]
-    pub json: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -291,17 +231,6 @@ impl StorageArgs {
 }
 
 /// An open-loop rate: orders per second, from 0.1 to 100 000.
-fn parse_rate(s: &str) -> Result<f64, String> {
-    let rate: f64 = s
-        .parse()
-        .map_err(|_| format!("`{s}` is not a number of orders per second"))?;
-    if (0.1..=100_000.0).contains(&rate) {
-        Ok(rate)
-    } else {
-        Err(format!("{rate} orders/s is outside 0.1..=100000"))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

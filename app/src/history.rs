@@ -20,9 +20,9 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::config::SeedHistoryArgs;
-use crate::demo::Lcg;
 use crate::modules::Modules;
 use crate::reconcile::all_pages;
+use tools::demo::Lcg;
 
 /// One confirmed order of the history, as the generator draws it from the catalog.
 #[derive(Debug, Clone)]

@@ -1,14 +1,12 @@
-//! The `bounded` application: configuration, wiring of the modules, the HTTP gateway and
-//! operations endpoints, and the architecture lint.
+//! The `bounded` application, the running service: configuration, wiring of the modules, the
+//! HTTP router, the API composition (gateway), the operations endpoints and reconciliation. The
+//! tools the binary also offers (the architecture lint, the load generator, the baseline shop,
+//! the demo) live in the `tools` crate; `main` only dispatches to them.
 //!
 //! **Architecture Invariant:** only this crate depends on module implementation crates, and only
 //! in [`modules`], to construct and wire them.
 
-pub mod arch;
-pub mod baseline;
-pub mod bench;
 pub mod config;
-pub mod demo;
 pub mod gateway;
 pub mod history;
 pub mod http;

@@ -4,7 +4,7 @@ use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use app::config::{ArchCommand, Cli, Command, LogFormat};
+use app::config::{Cli, Command, LogFormat};
 use app::modules::Modules;
 use app::startup::{Application, shutdown_signal};
 use clap::Parser as _;
@@ -14,7 +14,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
     let result = match cli.command {
-        Command::Arch { command } => return arch(command),
+        Command::Arch { command } => return tools::arch::run(command),
         command => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -41,10 +41,15 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Migrate(args) => Modules::migrate(&args.storage_config()).await,
         Command::Reconcile(args) => reconcile(&args).await,
-        Command::Demo(args) => app::demo::run(&args).await,
-        Command::Bench(args) => app::bench::run(&args).await,
+        Command::Demo(args) => tools::demo::run(&args).await,
+        Command::Bench(args) => tools::bench::run(&args).await,
         Command::Baseline(args) => {
-            app::baseline::serve(args.listen, &args.storage.storage_config()).await
+            tools::baseline::serve(
+                args.listen,
+                &args.storage.storage_config(),
+                shutdown_signal(),
+            )
+            .await
         }
         Command::SeedHistory(args) => app::history::run(&args).await,
         Command::Arch { .. } => Ok(()),
@@ -70,37 +75,6 @@ async fn reconcile(args: &app::config::StorageArgs) -> anyhow::Result<()> {
         Ok(())
     } else {
         anyhow::bail!("{} discrepancies", report.discrepancies.len())
-    }
-}
-
-fn arch(command: ArchCommand) -> ExitCode {
-    let (workspace, graph_only) = match command {
-        ArchCommand::Check(arg) => (arg.workspace, false),
-        ArchCommand::Graph(arg) => (arg.workspace, true),
-    };
-    let report = match app::arch::check(&workspace) {
-        Ok(report) => report,
-        Err(error) => {
-            eprintln!("error: the architecture lint could not run: {error:#}");
-            return ExitCode::from(2);
-        }
-    };
-    if graph_only {
-        println!("{}", report.graph.mermaid());
-        return ExitCode::SUCCESS;
-    }
-    if report.is_clean() {
-        println!("architecture check passed: no violations");
-        ExitCode::SUCCESS
-    } else {
-        for violation in &report.violations {
-            eprintln!("{violation}");
-        }
-        eprintln!(
-            "architecture check failed: {} violation(s)",
-            report.violations.len()
-        );
-        ExitCode::FAILURE
     }
 }
 

@@ -226,7 +226,7 @@ async fn ops_modules_shows_the_graph_that_arch_graph_draws() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap();
-    let graph = app::arch::check(root).unwrap().graph;
+    let graph = tools::arch::check(root).unwrap().graph;
     let edges = |key: &str| -> Vec<(String, String)> {
         let mut edges: Vec<_> = map[key]
             .as_array()

@@ -36,7 +36,8 @@ pub(crate) fn check(ws: &Workspace) -> Vec<Violation> {
                 Some((rule, what))
             };
             let problem = match (&krate.kind, target) {
-                (Kind::App, _) | (Kind::Kernel | Kind::Module(_) | Kind::Other, None) => None,
+                (Kind::App, _)
+                | (Kind::Kernel | Kind::Module(_) | Kind::Tools | Kind::Other, None) => None,
                 (Kind::Api(_), None) => {
                     api_third_party_problem(krate, dep).map(|why| (Rule::ApiCrateDependency, why))
                 }
@@ -46,9 +47,11 @@ pub(crate) fn check(ws: &Workspace) -> Vec<Violation> {
                 (Kind::Module(_), Some(t)) => depends_on(Rule::ModuleDependsOnModule, t),
                 (Kind::Api(_), Some(t)) => depends_on(Rule::ApiCrateDependency, t),
                 (Kind::Kernel, Some(t)) => depends_on(Rule::KernelDependsOnWorkspace, t),
-                (Kind::Other, Some(t)) if matches!(t.kind, Kind::Module(_)) => {
+                (Kind::Tools, Some(t)) if matches!(t.kind, Kind::Kernel | Kind::Api(_)) => None,
+                (Kind::Tools | Kind::Other, Some(t)) if matches!(t.kind, Kind::Module(_)) => {
                     depends_on(Rule::OnlyAppDependsOnModules, t)
                 }
+                (Kind::Tools, Some(t)) => depends_on(Rule::ToolsDependency, t),
                 (Kind::Other, Some(_)) => None,
             };
             if let Some((rule, what)) = problem {

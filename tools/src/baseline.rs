@@ -28,8 +28,8 @@ const NAME: &str = "baseline";
 const DEFAULT_CREDIT_LIMIT_CENTS: i64 = 1_000_000;
 
 static MIGRATIONS: Migrations = Migrations {
-    sqlite: sqlx::migrate!("../migrations/baseline/sqlite"),
-    postgres: sqlx::migrate!("../migrations/baseline/postgres"),
+    sqlite: sqlx::migrate!("migrations/baseline/sqlite"),
+    postgres: sqlx::migrate!("migrations/baseline/postgres"),
 };
 
 #[derive(Debug, Deserialize)]
@@ -85,11 +85,15 @@ fn storage(db: &ModuleDb) -> impl Fn(sqlx::Error) -> Problem + '_ {
     move |e| Problem::from(db.classify(e))
 }
 
-/// Runs the baseline server until SIGINT/SIGTERM.
+/// Runs the baseline server until `shutdown` completes (the binary passes SIGINT/SIGTERM).
 ///
 /// # Errors
 /// When the database cannot be opened or the address bound.
-pub async fn serve(listen: SocketAddr, storage_config: &StorageConfig) -> anyhow::Result<()> {
+pub async fn serve(
+    listen: SocketAddr,
+    storage_config: &StorageConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let db = ModuleDb::open(NAME, &MIGRATIONS, storage_config)
         .await
         .context("opening the baseline database")?;
@@ -107,7 +111,7 @@ pub async fn serve(listen: SocketAddr, storage_config: &StorageConfig) -> anyhow
     let url = format!("http://{}", listener.local_addr()?);
     tracing::info!(url = %url, "Baseline (single transaction, one database) is listening.");
     axum::serve(listener, router)
-        .with_graceful_shutdown(crate::startup::shutdown_signal())
+        .with_graceful_shutdown(shutdown)
         .await
         .context("serving HTTP")?;
     db.close().await;

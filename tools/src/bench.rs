@@ -19,8 +19,49 @@ use futures::StreamExt as _;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::config::BenchArgs;
+use clap::Args;
+
 use crate::demo::{Lcg, id, send};
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Base URL of the running instance.
+    #[arg(long, env = "BOUNDED_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// How long to place orders (`30s`, `2m`).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub duration: std::time::Duration,
+    /// Concurrent clients; each places an order and waits for it to settle, then the next.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub clients: u32,
+    /// Open loop instead: start this many orders per second, each placed and waited for by a
+    /// task of its own, whatever the instance's pace (`--clients` is then unused).
+    #[arg(long, value_parser = parse_rate)]
+    pub rate: Option<f64>,
+    /// Customers of the catalog the load is drawn from.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub customers: u32,
+    /// Products of the catalog, each stocked in every warehouse.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub products: u32,
+    /// Warehouses per product.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub warehouses: u32,
+    /// Write the figures as JSON to this file (`-` for stdout).
+    #[arg(long)]
+    pub json: Option<std::path::PathBuf>,
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    let rate: f64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of orders per second"))?;
+    if (0.1..=100_000.0).contains(&rate) {
+        Ok(rate)
+    } else {
+        Err(format!("{rate} orders/s is outside 0.1..=100000"))
+    }
+}
 
 /// Credit of every bench customer: the load measures the saga, not declines.
 const CREDIT_CENTS: i64 = 1_000_000_000_000;

@@ -8,13 +8,33 @@ use anyhow::{Context as _, bail};
 use futures::StreamExt as _;
 use serde_json::{Value, json};
 
-use crate::config::DemoArgs;
+use clap::Args;
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Base URL of the running instance.
+    #[arg(long, env = "BOUNDED_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// Orders to place.
+    #[arg(long, env = "BOUNDED_DEMO_ORDERS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub orders: u32,
+    /// Customers to register.
+    #[arg(long, env = "BOUNDED_DEMO_CUSTOMERS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub customers: u32,
+    /// Products to create, each with stock in two warehouses.
+    #[arg(long, env = "BOUNDED_DEMO_PRODUCTS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub products: u32,
+    /// Orders in flight at once.
+    #[arg(long, env = "BOUNDED_DEMO_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub concurrency: u32,
+}
 
 /// A small deterministic generator: the same flags give the same shop.
-pub(crate) struct Lcg(pub(crate) u64);
+#[derive(Debug)]
+pub struct Lcg(pub u64);
 
 impl Lcg {
-    pub(crate) fn below(&mut self, n: usize) -> usize {
+    pub fn below(&mut self, n: usize) -> usize {
         self.0 = self
             .0
             .wrapping_mul(6_364_136_223_846_793_005)

@@ -181,6 +181,20 @@ fn a_module_depending_on_app_breaks_rule_1() {
 }
 
 #[test]
+fn the_tools_crate_depending_on_a_module_breaks_rule_4() {
+    let ws = copy_of_workspace();
+    add_to_section(
+        ws.path(),
+        "tools/Cargo.toml",
+        "dependencies",
+        "orders = { path = \"../modules/orders\" }",
+    );
+    let report = check(ws.path()).unwrap();
+    let v = the_violation(&report, Rule::OnlyAppDependsOnModules, "`tools -> orders`");
+    assert!(v.message.contains("tools crate `tools`"), "{v}");
+}
+
+#[test]
 fn an_api_crate_depending_on_a_module_breaks_rule_2() {
     let ws = copy_of_workspace();
     let extra = "inventory = { path = \"../../inventory\" }";

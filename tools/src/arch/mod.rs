@@ -17,8 +17,59 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use std::process::ExitCode;
+
 use anyhow::Context as _;
 use cargo_metadata::{DependencyKind, MetadataCommand};
+use clap::{Args, Subcommand};
+
+#[derive(Debug, Subcommand)]
+pub enum ArchCommand {
+    /// Check the workspace against the architecture invariants; exit 1 naming each violation.
+    Check(WorkspaceArg),
+    /// Print the module graph (call and event edges) as Mermaid.
+    Graph(WorkspaceArg),
+}
+
+#[derive(Debug, Args)]
+pub struct WorkspaceArg {
+    /// Root of the workspace (or any folder below it).
+    #[arg(long, env = "BOUNDED_WORKSPACE", default_value = ".")]
+    pub workspace: PathBuf,
+}
+
+/// Runs `bounded arch check` or `bounded arch graph`: prints the outcome and gives the exit
+/// code (1 naming each violation, 2 when the lint cannot run).
+pub fn run(command: ArchCommand) -> ExitCode {
+    let (workspace, graph_only) = match command {
+        ArchCommand::Check(arg) => (arg.workspace, false),
+        ArchCommand::Graph(arg) => (arg.workspace, true),
+    };
+    let report = match check(&workspace) {
+        Ok(report) => report,
+        Err(error) => {
+            eprintln!("error: the architecture lint could not run: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if graph_only {
+        println!("{}", report.graph.mermaid());
+        return ExitCode::SUCCESS;
+    }
+    if report.is_clean() {
+        println!("architecture check passed: no violations");
+        ExitCode::SUCCESS
+    } else {
+        for violation in &report.violations {
+            eprintln!("{violation}");
+        }
+        eprintln!(
+            "architecture check failed: {} violation(s)",
+            report.violations.len()
+        );
+        ExitCode::FAILURE
+    }
+}
 
 /// Checks the workspace at `workspace_root`.
 ///
@@ -81,6 +132,8 @@ pub enum Rule {
     KernelDependsOnWorkspace,
     /// 4: only `app` depends on module implementation crates.
     OnlyAppDependsOnModules,
+    /// 4: `tools` depends only on `shared-kernel` and `*-api` crates of the workspace.
+    ToolsDependency,
     /// 5: a module's SQL touches only tables created by its own migrations.
     SqlTableOwnership,
     /// 5: a module embeds only its own migrations directory.
@@ -95,6 +148,7 @@ impl Rule {
             Rule::ApiCrateDependency => "rule 2 (api-crate-dependency)",
             Rule::KernelDependsOnWorkspace => "rule 3 (kernel-depends-on-workspace)",
             Rule::OnlyAppDependsOnModules => "rule 4 (only-app-depends-on-modules)",
+            Rule::ToolsDependency => "rule 4 (tools-dependency)",
             Rule::SqlTableOwnership => "rule 5 (sql-table-ownership)",
             Rule::OwnMigrations => "rule 5 (own-migrations)",
         }
@@ -116,6 +170,9 @@ impl Rule {
                 "shared-kernel may depend on no crate of the workspace"
             }
             Rule::OnlyAppDependsOnModules => "only app may depend on module implementation crates",
+            Rule::ToolsDependency => {
+                "tools may depend only on shared-kernel, *-api crates and third-party crates"
+            }
             Rule::SqlTableOwnership => {
                 "a module's SQL may touch only tables created by its own migrations/<m>/"
             }
@@ -273,6 +330,8 @@ pub(crate) enum Kind {
     Kernel,
     Module(String),
     Api(String),
+    /// `tools`: the lint, load generator, baseline and demo; kernel and api crates only.
+    Tools,
     /// Any other workspace member (an xtask, a test crate): bound by rule 4 only.
     Other,
 }
@@ -291,6 +350,7 @@ impl Kind {
             Kind::Kernel => "kernel crate",
             Kind::Module(_) => "module crate",
             Kind::Api(_) => "api crate",
+            Kind::Tools => "tools crate",
             Kind::Other => "workspace crate",
         }
     }
@@ -373,6 +433,7 @@ fn classify(root: &Path, dir: &Path) -> Kind {
     let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
     match parts.as_slice() {
         ["app"] => Kind::App,
+        ["tools"] => Kind::Tools,
         ["shared-kernel"] => Kind::Kernel,
         ["modules", m] => Kind::Module((*m).to_owned()),
         ["modules", m, "api"] => Kind::Api((*m).to_owned()),
