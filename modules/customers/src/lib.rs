@@ -8,17 +8,14 @@ mod domain;
 mod http;
 mod service;
 
-use customers_api::events::{CustomerRegistered, CustomerUpdated};
-use shared_kernel::messaging::IntegrationEvent;
-
 pub use http::router;
 pub use service::Customers;
 
 /// The module's name: its database file, Postgres schema and role suffix.
-pub const NAME: &str = "customers";
+pub const NAME: &str = customers_api::MODULE;
 
 /// The integration events the module publishes (see `customers_api::events`).
-pub const PUBLISHES: &[&str] = &[CustomerRegistered::TYPE, CustomerUpdated::TYPE];
+pub const PUBLISHES: &[&str] = customers_api::events::TYPES;
 
 /// The modules whose APIs this module calls: none.
 pub const CALLS: &[&str] = &[];

@@ -14,11 +14,7 @@ mod service;
 
 use std::sync::Arc;
 
-use inventory_api::events::{
-    ProductCreated, ProductUpdated, StockCommitted, StockReleased, StockReservationFailed,
-    StockReserved, StockRestocked,
-};
-use shared_kernel::messaging::{IntegrationEvent, Subscription};
+use shared_kernel::messaging::Subscription;
 
 pub use history::HistoryReservation;
 pub use http::router;
@@ -26,21 +22,13 @@ pub use reservations::{RESERVATIONS_METRIC, ReservationHandler};
 pub use service::Inventory;
 
 /// The module's name: its database file, Postgres schema and role suffix.
-pub const NAME: &str = "inventory";
+pub const NAME: &str = inventory_api::MODULE;
 
 /// The integration events the module publishes (see `inventory_api::events`).
-pub const PUBLISHES: &[&str] = &[
-    ProductCreated::TYPE,
-    ProductUpdated::TYPE,
-    StockReserved::TYPE,
-    StockReservationFailed::TYPE,
-    StockReleased::TYPE,
-    StockCommitted::TYPE,
-    StockRestocked::TYPE,
-];
+pub const PUBLISHES: &[&str] = inventory_api::events::TYPES;
 
 /// The module whose events drive reservations.
-const ORDERS: &str = "orders";
+const ORDERS: &str = orders_api::MODULE;
 
 /// The modules whose APIs this module calls: none.
 pub const CALLS: &[&str] = &[];

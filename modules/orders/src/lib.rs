@@ -28,13 +28,13 @@ pub use read_model::{
 pub use service::{Orders, OrdersConfig};
 
 /// The module's name: its database file, Postgres schema and role suffix.
-pub const NAME: &str = "orders";
+pub const NAME: &str = orders_api::MODULE;
 
 /// The integration events the module publishes (see `orders_api::events`).
 pub const PUBLISHES: &[&str] = orders_api::events::TYPES;
 
 /// The modules whose APIs this module calls: customers and inventory, to check an order.
-pub const CALLS: &[&str] = &["customers", "inventory"];
+pub const CALLS: &[&str] = &[customers_api::MODULE, inventory_api::MODULE];
 
 /// The module's own migrations, nobody else's.
 pub static MIGRATIONS: shared_kernel::storage::Migrations = shared_kernel::storage::Migrations {
@@ -46,8 +46,12 @@ pub static MIGRATIONS: shared_kernel::storage::Migrations = shared_kernel::stora
 /// replica and the saga (stock replies); payments' into the saga (payment replies).
 pub fn subscriptions() -> Vec<Subscription> {
     vec![
-        Subscription::new(NAME, "customers", Arc::new(replicas::CustomerReplicator)),
-        Subscription::new(NAME, "inventory", Arc::new(saga::FromInventory)),
-        Subscription::new(NAME, "payments", Arc::new(saga::FromPayments)),
+        Subscription::new(
+            NAME,
+            customers_api::MODULE,
+            Arc::new(replicas::CustomerReplicator),
+        ),
+        Subscription::new(NAME, inventory_api::MODULE, Arc::new(saga::FromInventory)),
+        Subscription::new(NAME, payments_api::MODULE, Arc::new(saga::FromPayments)),
     ]
 }

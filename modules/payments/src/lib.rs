@@ -25,10 +25,7 @@ mod store;
 
 use std::sync::Arc;
 
-use payments_api::events::{
-    PaymentAuthorized, PaymentCaptured, PaymentDeclined, PaymentRefunded, PaymentVoided,
-};
-use shared_kernel::messaging::{IntegrationEvent, Subscription};
+use shared_kernel::messaging::Subscription;
 
 pub use handlers::{CustomerEvents, OrderEvents};
 pub use history::HistoryPayment;
@@ -48,20 +45,14 @@ pub mod bench_support {
 }
 
 /// The module's name: its database file, Postgres schema and role suffix.
-pub const NAME: &str = "payments";
+pub const NAME: &str = payments_api::MODULE;
 
 /// The integration events the module publishes (see `payments_api::events`).
-pub const PUBLISHES: &[&str] = &[
-    PaymentAuthorized::TYPE,
-    PaymentDeclined::TYPE,
-    PaymentCaptured::TYPE,
-    PaymentVoided::TYPE,
-    PaymentRefunded::TYPE,
-];
+pub const PUBLISHES: &[&str] = payments_api::events::TYPES;
 
 /// The modules whose APIs this module calls: customers, to check a customer before opening an
 /// account for it.
-pub const CALLS: &[&str] = &["customers"];
+pub const CALLS: &[&str] = &[customers_api::MODULE];
 
 /// The module's own migrations, nobody else's.
 pub static MIGRATIONS: shared_kernel::storage::Migrations = shared_kernel::storage::Migrations {
@@ -73,8 +64,12 @@ pub static MIGRATIONS: shared_kernel::storage::Migrations = shared_kernel::stora
 /// (authorize, capture, void, refund).
 pub fn subscriptions(payments: &Payments) -> Vec<Subscription> {
     vec![
-        Subscription::new(NAME, "customers", Arc::new(payments.customer_events())),
-        Subscription::new(NAME, "orders", Arc::new(payments.order_events())),
+        Subscription::new(
+            NAME,
+            customers_api::MODULE,
+            Arc::new(payments.customer_events()),
+        ),
+        Subscription::new(NAME, orders_api::MODULE, Arc::new(payments.order_events())),
     ]
 }
 

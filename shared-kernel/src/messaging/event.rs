@@ -28,6 +28,52 @@ pub trait IntegrationEvent: Serialize + DeserializeOwned {
     }
 }
 
+/// Declares a module's integration events (version 1) and its list of event types, `TYPES`:
+/// each event is named `<module>.<Type>` and belongs to the aggregate whose id is the given
+/// field. Every `*-api` crate declares its events with it, so the four read alike; an event
+/// that needs an upcast implements [`IntegrationEvent`] by hand instead.
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// use shared_kernel::messaging::IntegrationEvent as _;
+///
+/// #[derive(Serialize, Deserialize)]
+/// pub struct OrderPlaced {
+///     pub order_id: u64,
+/// }
+///
+/// shared_kernel::integration_events! {
+///     module "orders";
+///     "order" by order_id: OrderPlaced;
+/// }
+///
+/// assert_eq!(TYPES, ["orders.OrderPlaced"]);
+/// assert_eq!(OrderPlaced { order_id: 7 }.aggregate_id(), "7");
+/// ```
+#[macro_export]
+macro_rules! integration_events {
+    (
+        module $module:literal;
+        $( $aggregate:literal by $field:ident: $($event:ident),+ ; )+
+    ) => {
+        $($(
+            impl $crate::messaging::IntegrationEvent for $event {
+                const TYPE: &'static str = concat!($module, ".", stringify!($event));
+                const VERSION: i32 = 1;
+                const AGGREGATE_TYPE: &'static str = $aggregate;
+                fn aggregate_id(&self) -> String {
+                    self.$field.to_string()
+                }
+            }
+        )+)+
+
+        /// Every event type this module publishes, in declaration order.
+        pub const TYPES: &[&str] = &[
+            $($(<$event as $crate::messaging::IntegrationEvent>::TYPE),+),+
+        ];
+    };
+}
+
 /// Causal context of an event, carried into the events it causes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventContext {

@@ -1,7 +1,6 @@
 //! Integration events of the customers module. Their JSON is a contract: see the snapshots.
 
 use serde::{Deserialize, Serialize};
-use shared_kernel::messaging::IntegrationEvent;
 
 use crate::CustomerId;
 
@@ -21,27 +20,26 @@ pub struct CustomerUpdated {
     pub email: String,
 }
 
-impl IntegrationEvent for CustomerRegistered {
-    const TYPE: &'static str = "customers.CustomerRegistered";
-    const VERSION: i32 = 1;
-    const AGGREGATE_TYPE: &'static str = "customer";
-    fn aggregate_id(&self) -> String {
-        self.customer_id.to_string()
-    }
-}
-
-impl IntegrationEvent for CustomerUpdated {
-    const TYPE: &'static str = "customers.CustomerUpdated";
-    const VERSION: i32 = 1;
-    const AGGREGATE_TYPE: &'static str = "customer";
-    fn aggregate_id(&self) -> String {
-        self.customer_id.to_string()
-    }
+shared_kernel::integration_events! {
+    module "customers";
+    "customer" by customer_id: CustomerRegistered, CustomerUpdated;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shared_kernel::messaging::IntegrationEvent as _;
+
+    #[test]
+    fn every_event_type_is_named_after_the_module() {
+        assert!(!TYPES.is_empty());
+        for event_type in TYPES {
+            assert!(
+                event_type.starts_with(&format!("{}.", crate::MODULE)),
+                "{event_type}"
+            );
+        }
+    }
 
     fn id() -> CustomerId {
         CustomerId("0190f3a0-0000-7000-8000-000000000001".parse().unwrap())

@@ -1,7 +1,6 @@
 //! Integration events of the inventory module. Their JSON is a contract: see the snapshots.
 
 use serde::{Deserialize, Serialize};
-use shared_kernel::messaging::IntegrationEvent;
 use uuid::Uuid;
 
 use crate::ProductId;
@@ -69,49 +68,29 @@ pub struct StockRestocked {
     pub order_id: Uuid,
 }
 
-macro_rules! reservation_event {
-    ($($event:ident),*) => {$(
-        impl IntegrationEvent for $event {
-            const TYPE: &'static str = concat!("inventory.", stringify!($event));
-            const VERSION: i32 = 1;
-            /// A reservation is about one order; its events share the order's id.
-            const AGGREGATE_TYPE: &'static str = "reservation";
-            fn aggregate_id(&self) -> String {
-                self.order_id.to_string()
-            }
-        }
-    )*};
-}
-
-reservation_event!(
-    StockReserved,
-    StockReservationFailed,
-    StockReleased,
-    StockCommitted,
-    StockRestocked
-);
-
-impl IntegrationEvent for ProductCreated {
-    const TYPE: &'static str = "inventory.ProductCreated";
-    const VERSION: i32 = 1;
-    const AGGREGATE_TYPE: &'static str = "product";
-    fn aggregate_id(&self) -> String {
-        self.product_id.to_string()
-    }
-}
-
-impl IntegrationEvent for ProductUpdated {
-    const TYPE: &'static str = "inventory.ProductUpdated";
-    const VERSION: i32 = 1;
-    const AGGREGATE_TYPE: &'static str = "product";
-    fn aggregate_id(&self) -> String {
-        self.product_id.to_string()
-    }
+// A reservation is about one order: its events carry the order's id as the aggregate's.
+shared_kernel::integration_events! {
+    module "inventory";
+    "product" by product_id: ProductCreated, ProductUpdated;
+    "reservation" by order_id:
+        StockReserved, StockReservationFailed, StockReleased, StockCommitted, StockRestocked;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shared_kernel::messaging::IntegrationEvent as _;
+
+    #[test]
+    fn every_event_type_is_named_after_the_module() {
+        assert!(!TYPES.is_empty());
+        for event_type in TYPES {
+            assert!(
+                event_type.starts_with(&format!("{}.", crate::MODULE)),
+                "{event_type}"
+            );
+        }
+    }
 
     fn example() -> ProductCreated {
         ProductCreated {

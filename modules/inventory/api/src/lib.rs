@@ -4,6 +4,10 @@
 //! **Architecture Invariant:** this crate depends only on `shared-kernel` and an allow-list of
 //! third-party crates.
 
+/// The module's name: the source of its events (`inventory.<Event>`), its database file, its
+/// Postgres schema and role suffix.
+pub const MODULE: &str = "inventory";
+
 pub mod events;
 
 use async_trait::async_trait;

@@ -1,7 +1,6 @@
 //! Integration events of the orders module. Their JSON is a contract: see the snapshots.
 
 use serde::{Deserialize, Serialize};
-use shared_kernel::messaging::IntegrationEvent;
 use uuid::Uuid;
 
 use crate::{OrderId, Reason};
@@ -43,32 +42,26 @@ pub struct OrderCancelled {
     pub order_id: OrderId,
 }
 
-macro_rules! order_event {
-    ($($event:ident),*) => {$(
-        impl IntegrationEvent for $event {
-            const TYPE: &'static str = concat!("orders.", stringify!($event));
-            const VERSION: i32 = 1;
-            const AGGREGATE_TYPE: &'static str = "order";
-            fn aggregate_id(&self) -> String {
-                self.order_id.to_string()
-            }
-        }
-    )*};
+shared_kernel::integration_events! {
+    module "orders";
+    "order" by order_id: OrderPlaced, OrderConfirmed, OrderRejected, OrderCancelled;
 }
-
-order_event!(OrderPlaced, OrderConfirmed, OrderRejected, OrderCancelled);
-
-/// Every event type orders publishes, for handlers that follow the whole order lifecycle.
-pub const TYPES: &[&str] = &[
-    OrderPlaced::TYPE,
-    OrderConfirmed::TYPE,
-    OrderRejected::TYPE,
-    OrderCancelled::TYPE,
-];
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shared_kernel::messaging::IntegrationEvent as _;
+
+    #[test]
+    fn every_event_type_is_named_after_the_module() {
+        assert!(!TYPES.is_empty());
+        for event_type in TYPES {
+            assert!(
+                event_type.starts_with(&format!("{}.", crate::MODULE)),
+                "{event_type}"
+            );
+        }
+    }
 
     fn order_id() -> OrderId {
         OrderId("0190f3a0-0000-7000-8000-000000000003".parse().unwrap())

@@ -6,6 +6,10 @@
 //! **Architecture Invariant:** this crate depends only on `shared-kernel` and an allow-list of
 //! third-party crates.
 
+/// The module's name: the source of its events (`orders.<Event>`), its database file, its
+/// Postgres schema and role suffix.
+pub const MODULE: &str = "orders";
+
 pub mod events;
 
 use std::time::Duration;

@@ -4,7 +4,6 @@
 //! private domain events.
 
 use serde::{Deserialize, Serialize};
-use shared_kernel::messaging::IntegrationEvent;
 use uuid::Uuid;
 
 use crate::PaymentId;
@@ -53,30 +52,27 @@ pub struct PaymentRefunded {
     pub amount_cents: i64,
 }
 
-macro_rules! payment_event {
-    ($($event:ident),*) => {$(
-        impl IntegrationEvent for $event {
-            const TYPE: &'static str = concat!("payments.", stringify!($event));
-            const VERSION: i32 = 1;
-            const AGGREGATE_TYPE: &'static str = "payment";
-            fn aggregate_id(&self) -> String {
-                self.payment_id.to_string()
-            }
-        }
-    )*};
+shared_kernel::integration_events! {
+    module "payments";
+    "payment" by payment_id:
+        PaymentAuthorized, PaymentDeclined, PaymentCaptured, PaymentVoided, PaymentRefunded;
 }
-
-payment_event!(
-    PaymentAuthorized,
-    PaymentDeclined,
-    PaymentCaptured,
-    PaymentVoided,
-    PaymentRefunded
-);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shared_kernel::messaging::IntegrationEvent as _;
+
+    #[test]
+    fn every_event_type_is_named_after_the_module() {
+        assert!(!TYPES.is_empty());
+        for event_type in TYPES {
+            assert!(
+                event_type.starts_with(&format!("{}.", crate::MODULE)),
+                "{event_type}"
+            );
+        }
+    }
 
     fn ids() -> (PaymentId, Uuid, Uuid) {
         (

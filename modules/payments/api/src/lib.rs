@@ -10,6 +10,10 @@
 //! **Architecture Invariant:** this crate depends only on `shared-kernel` and an allow-list of
 //! third-party crates.
 
+/// The module's name: the source of its events (`payments.<Event>`), its database file, its
+/// Postgres schema and role suffix.
+pub const MODULE: &str = "payments";
+
 pub mod events;
 
 use async_trait::async_trait;
