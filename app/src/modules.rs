@@ -355,3 +355,19 @@ impl Modules {
         join_all(self.databases.iter().map(ModuleDb::close)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_module_publishes_events_named_after_itself() {
+        for module in &REGISTRY {
+            assert!(!module.publishes.is_empty(), "{}", module.name);
+            for event_type in module.publishes {
+                let prefix = format!("{}.", module.name);
+                assert!(event_type.starts_with(&prefix), "{event_type}");
+            }
+        }
+    }
+}
