@@ -59,6 +59,25 @@ impl StorageError {
     }
 }
 
+/// Maps [`StorageError`] into a module's error enum, which must have an
+/// `Unexpected(Box<dyn Error + Send + Sync>)` arm: storage failures stop at the module boundary,
+/// so callers learn only "unavailable" (the given arm) or "unexpected", never a table or a
+/// constraint. Every module's error enum gets the same mapping from this one place.
+#[macro_export]
+macro_rules! storage_errors_stop_at_the_boundary {
+    ($error:ty, unavailable: $unavailable:expr) => {
+        impl From<$crate::storage::StorageError> for $error {
+            fn from(error: $crate::storage::StorageError) -> Self {
+                if error.is_unavailable() {
+                    $unavailable
+                } else {
+                    Self::Unexpected(Box::new(error))
+                }
+            }
+        }
+    };
+}
+
 /// Errors that say the database cannot be reached or will not let the module in (as opposed
 /// to a bad statement).
 pub fn is_connection_error(error: &sqlx::Error) -> bool {

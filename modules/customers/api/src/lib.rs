@@ -118,14 +118,4 @@ pub trait CustomersApi: Send + Sync + 'static {
     async fn list(&self, page: PageRequest) -> Result<Page<Customer>, CustomersError>;
 }
 
-impl From<shared_kernel::storage::StorageError> for CustomersError {
-    /// Storage failures stop at the module boundary: callers learn only "unavailable" or
-    /// "unexpected", never a table or a constraint.
-    fn from(error: shared_kernel::storage::StorageError) -> Self {
-        if error.is_unavailable() {
-            CustomersError::Unavailable
-        } else {
-            CustomersError::Unexpected(Box::new(error))
-        }
-    }
-}
+shared_kernel::storage_errors_stop_at_the_boundary!(CustomersError, unavailable: CustomersError::Unavailable);

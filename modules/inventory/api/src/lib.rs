@@ -259,17 +259,7 @@ pub trait InventoryApi: Send + Sync + 'static {
     async fn reservation(&self, order_id: Uuid) -> Result<Option<Reservation>, InventoryError>;
 }
 
-impl From<shared_kernel::storage::StorageError> for InventoryError {
-    /// Storage failures stop at the module boundary: callers learn only "unavailable" or
-    /// "unexpected", never a table or a constraint.
-    fn from(error: shared_kernel::storage::StorageError) -> Self {
-        if error.is_unavailable() {
-            InventoryError::Unavailable
-        } else {
-            InventoryError::Unexpected(Box::new(error))
-        }
-    }
-}
+shared_kernel::storage_errors_stop_at_the_boundary!(InventoryError, unavailable: InventoryError::Unavailable);
 
 #[cfg(test)]
 mod tests {

@@ -292,14 +292,4 @@ pub trait OrdersApi: Send + Sync + 'static {
     ) -> Result<Page<Saga>, OrdersError>;
 }
 
-impl From<shared_kernel::storage::StorageError> for OrdersError {
-    /// Storage failures stop at the module boundary: callers learn only "unavailable" or
-    /// "unexpected", never a table or a constraint.
-    fn from(error: shared_kernel::storage::StorageError) -> Self {
-        if error.is_unavailable() {
-            OrdersError::Unavailable("orders")
-        } else {
-            OrdersError::Unexpected(Box::new(error))
-        }
-    }
-}
+shared_kernel::storage_errors_stop_at_the_boundary!(OrdersError, unavailable: OrdersError::Unavailable(MODULE));

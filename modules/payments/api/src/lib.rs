@@ -196,14 +196,4 @@ pub trait PaymentsApi: Send + Sync + 'static {
     async fn payment_events(&self, id: PaymentId) -> Result<Vec<PaymentEvent>, PaymentsError>;
 }
 
-impl From<shared_kernel::storage::StorageError> for PaymentsError {
-    /// Storage failures stop at the module boundary: callers learn only "unavailable" or
-    /// "unexpected", never a table or a constraint.
-    fn from(error: shared_kernel::storage::StorageError) -> Self {
-        if error.is_unavailable() {
-            PaymentsError::Unavailable("payments")
-        } else {
-            PaymentsError::Unexpected(Box::new(error))
-        }
-    }
-}
+shared_kernel::storage_errors_stop_at_the_boundary!(PaymentsError, unavailable: PaymentsError::Unavailable(MODULE));
