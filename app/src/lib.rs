@@ -8,11 +8,11 @@
 
 pub mod config;
 pub mod gateway;
-pub mod history;
 pub mod http;
 pub mod modules;
 pub mod ops;
 pub mod ops_views;
 pub mod reconcile;
+pub mod seed;
 pub mod startup;
 pub mod telemetry;

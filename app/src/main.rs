@@ -51,7 +51,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             )
             .await
         }
-        Command::SeedHistory(args) => app::history::run(&args).await,
+        Command::SeedHistory(args) => app::seed::run(&args).await,
         Command::Arch { .. } => Ok(()),
     }
 }

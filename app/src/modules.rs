@@ -280,7 +280,7 @@ impl Modules {
     /// transaction of its own and without events (see `bounded seed-history`): inventory's
     /// committed reservations first (it checks the stock), then payments' captured payments
     /// (it checks the credit), then orders and their sagas, then their summaries.
-    pub async fn seed_history(&self, batch: &[crate::history::HistoryOrder]) -> anyhow::Result<()> {
+    pub async fn seed_history(&self, batch: &[crate::seed::SeedOrder]) -> anyhow::Result<()> {
         let (Some(inventory), Some(payments), Some(orders), Some(read_model)) = (
             &self.inventory_module,
             &self.payments_module,
@@ -289,9 +289,9 @@ impl Modules {
         ) else {
             anyhow::bail!("seeding history needs every module in this process");
         };
-        let reservations: Vec<inventory::HistoryReservation> = batch
+        let reservations: Vec<inventory::SeedReservation> = batch
             .iter()
-            .map(|order| inventory::HistoryReservation {
+            .map(|order| inventory::SeedReservation {
                 order_id: order.id,
                 lines: order
                     .lines
@@ -305,9 +305,9 @@ impl Modules {
             .seed_history(&reservations)
             .await
             .context("seeding inventory's reservations")?;
-        let orders_batch: Vec<orders::HistoryOrder> = batch
+        let orders_batch: Vec<orders::SeedOrder> = batch
             .iter()
-            .map(|order| orders::HistoryOrder {
+            .map(|order| orders::SeedOrder {
                 id: order.id,
                 customer_id: order.customer.id.0,
                 customer_name: order.customer.name.clone(),
@@ -316,7 +316,7 @@ impl Modules {
                 lines: order
                     .lines
                     .iter()
-                    .map(|(product, quantity)| orders::HistoryLine {
+                    .map(|(product, quantity)| orders::SeedLine {
                         product_id: product.id.0,
                         sku: product.sku.clone(),
                         name: product.name.clone(),
@@ -327,9 +327,9 @@ impl Modules {
                 at: order.at,
             })
             .collect();
-        let payments_batch: Vec<payments::HistoryPayment> = orders_batch
+        let payments_batch: Vec<payments::SeedPayment> = orders_batch
             .iter()
-            .map(|order| payments::HistoryPayment {
+            .map(|order| payments::SeedPayment {
                 payment_id: order.payment_id,
                 order_id: order.id,
                 customer_id: order.customer_id,

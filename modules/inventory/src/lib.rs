@@ -7,18 +7,18 @@
 //! [`subscriptions`]).
 
 mod domain;
-mod history;
 mod http;
 mod reservations;
+mod seed;
 mod service;
 
 use std::sync::Arc;
 
 use shared_kernel::messaging::Subscription;
 
-pub use history::HistoryReservation;
 pub use http::router;
 pub use reservations::{RESERVATIONS_METRIC, ReservationHandler};
+pub use seed::SeedReservation;
 pub use service::Inventory;
 
 /// The module's name: its database file, Postgres schema and role suffix.

@@ -8,23 +8,23 @@
 
 mod domain;
 mod group_commit;
-mod history;
 mod http;
 mod read_model;
 mod replicas;
 mod saga;
+mod seed;
 mod service;
 
 use std::sync::Arc;
 
 use shared_kernel::messaging::Subscription;
 
-pub use history::{HistoryLine, HistoryOrder};
 pub use http::{read_problem, router, summaries_router};
 pub use read_model::{
     OrderSummary, PROJECTION, READ_MIGRATIONS, READ_STORE, ReadModel, ReadModelError,
     RebuildReport, SummaryFilter, SwapHold,
 };
+pub use seed::{SeedLine, SeedOrder};
 pub use service::{Orders, OrdersConfig};
 
 /// The module's name: its database file, Postgres schema and role suffix.

@@ -17,9 +17,9 @@
 
 mod domain;
 mod handlers;
-mod history;
 mod http;
 mod ledger;
+mod seed;
 mod service;
 mod store;
 
@@ -28,9 +28,9 @@ use std::sync::Arc;
 use shared_kernel::messaging::Subscription;
 
 pub use handlers::{CustomerEvents, OrderEvents};
-pub use history::HistoryPayment;
 pub use http::router;
 pub use ledger::PaymentsConfig;
+pub use seed::SeedPayment;
 pub use service::Payments;
 
 /// The event store and the account aggregate, for the event-store benchmark

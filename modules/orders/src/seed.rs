@@ -14,9 +14,9 @@ use crate::read_model::ReadModel;
 use crate::saga;
 use crate::service::Orders;
 
-/// One line of a [`HistoryOrder`]: the catalog data copied at placement.
+/// One line of a [`SeedOrder`]: the catalog data copied at placement.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HistoryLine {
+pub struct SeedLine {
     pub product_id: Uuid,
     pub sku: String,
     pub name: String,
@@ -26,7 +26,7 @@ pub struct HistoryLine {
 
 /// An order that was placed, reserved, paid and confirmed at `at`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HistoryOrder {
+pub struct SeedOrder {
     pub id: Uuid,
     pub customer_id: Uuid,
     /// The customer as the read model shows it.
@@ -34,11 +34,11 @@ pub struct HistoryOrder {
     pub customer_email: String,
     /// The payment that authorized it (named in the saga's `payment_authorized` step).
     pub payment_id: Uuid,
-    pub lines: Vec<HistoryLine>,
+    pub lines: Vec<SeedLine>,
     pub at: OffsetDateTime,
 }
 
-impl HistoryOrder {
+impl SeedOrder {
     /// The sum of the lines' totals.
     pub fn total_cents(&self) -> i64 {
         self.lines
@@ -49,7 +49,7 @@ impl HistoryOrder {
 }
 
 /// The steps of a confirmed saga, in order, with their details.
-fn steps(order: &HistoryOrder) -> [(i32, &'static str, Option<String>); 4] {
+fn steps(order: &SeedOrder) -> [(i32, &'static str, Option<String>); 4] {
     [
         (1, "placed", None),
         (2, "stock_reserved", None),
@@ -70,7 +70,7 @@ impl Orders {
     ///
     /// # Errors
     /// The storage error; nothing is written then.
-    pub async fn seed_history(&self, orders: &[HistoryOrder]) -> anyhow::Result<()> {
+    pub async fn seed_history(&self, orders: &[SeedOrder]) -> anyhow::Result<()> {
         let mut tx = self.db.begin().await?;
         insert_orders(&mut tx, orders).await?;
         tx.commit().await?;
@@ -78,7 +78,7 @@ impl Orders {
     }
 }
 
-async fn insert_orders(tx: &mut Tx, orders: &[HistoryOrder]) -> Result<(), sqlx::Error> {
+async fn insert_orders(tx: &mut Tx, orders: &[SeedOrder]) -> Result<(), sqlx::Error> {
     bulk_insert!(
         tx,
         "INSERT INTO orders (id, customer_id, status, total_cents, created_at, updated_at)",
@@ -92,7 +92,7 @@ async fn insert_orders(tx: &mut Tx, orders: &[HistoryOrder]) -> Result<(), sqlx:
             .bind(o.at)
             .bind(o.at)
     )?;
-    let lines: Vec<(Uuid, i32, &HistoryLine)> = orders
+    let lines: Vec<(Uuid, i32, &SeedLine)> = orders
         .iter()
         .flat_map(|o| {
             o.lines
@@ -160,7 +160,7 @@ impl ReadModel {
     ///
     /// # Errors
     /// The storage error; nothing is written then.
-    pub async fn seed_history(&self, orders: &[HistoryOrder]) -> anyhow::Result<()> {
+    pub async fn seed_history(&self, orders: &[SeedOrder]) -> anyhow::Result<()> {
         let mut tx = self.db.begin().await?;
         let (generation,): (i64,) = with_tx!(&mut tx, |conn| {
             sqlx::query_as(

@@ -14,7 +14,7 @@ use crate::service::Inventory;
 
 /// The stock one confirmed order took: `(product, units)` per line.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HistoryReservation {
+pub struct SeedReservation {
     pub order_id: Uuid,
     pub lines: Vec<(Uuid, i64)>,
     pub at: OffsetDateTime,
@@ -30,7 +30,7 @@ impl Inventory {
     /// # Errors
     /// The storage error, or a line whose product has not enough available stock; nothing is
     /// written then.
-    pub async fn seed_history(&self, reservations: &[HistoryReservation]) -> anyhow::Result<()> {
+    pub async fn seed_history(&self, reservations: &[SeedReservation]) -> anyhow::Result<()> {
         let mut tx = self.db().begin().await?;
         let levels: Vec<(Uuid, String, i64, i64)> = with_tx!(&mut tx, |conn| {
             sqlx::query_as("SELECT product_id, warehouse, on_hand, reserved FROM stock_levels")

@@ -23,7 +23,7 @@ use crate::store::{self, Loaded, Source};
 
 /// The payment of one confirmed order: authorized on the customer's account, then captured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HistoryPayment {
+pub struct SeedPayment {
     pub payment_id: Uuid,
     pub order_id: Uuid,
     pub customer_id: Uuid,
@@ -75,7 +75,7 @@ impl Payments {
     /// # Errors
     /// The storage error, or a payment that does not fit its account's credit; nothing is
     /// written then.
-    pub async fn seed_history(&self, payments: &[HistoryPayment]) -> anyhow::Result<()> {
+    pub async fn seed_history(&self, payments: &[SeedPayment]) -> anyhow::Result<()> {
         let config = self.ledger.config;
         let mut tx = self.db().begin().await?;
         let recorded_at = clock::now();

@@ -70,7 +70,7 @@ both_backends! {
         let stock_before = on_hand(&app, &products).await;
         let heads_before = heads(&app).await;
 
-        let seeded = app::history::seed(&app.modules, &args(HISTORY, 128)).await.unwrap();
+        let seeded = app::seed::seed(&app.modules, &args(HISTORY, 128)).await.unwrap();
         assert_eq!(seeded.orders, HISTORY);
 
         // No event: every outbox is where it was.
@@ -132,7 +132,7 @@ both_backends! {
     }
 
     async fn seeding_history_needs_a_catalog(app) {
-        let error = app::history::seed(&app.modules, &args(10, 10)).await.unwrap_err();
+        let error = app::seed::seed(&app.modules, &args(10, 10)).await.unwrap_err();
         assert!(format!("{error:#}").contains("catalog is empty"), "{error:#}");
         assert!(app.list_all("/orders").await.is_empty());
     }
@@ -142,7 +142,7 @@ both_backends! {
         app.credit_limit(&customer, 1_000_000_000).await;
         let product = app.product("SCARCE-1", 100, &[("a", 5)]).await;
         app.settled().await;
-        let error = app::history::seed(&app.modules, &args(50, 50)).await.unwrap_err();
+        let error = app::seed::seed(&app.modules, &args(50, 50)).await.unwrap_err();
         assert!(format!("{error:#}").contains("not enough stock"), "{error:#}");
         assert!(app.list_all("/orders").await.is_empty());
         assert!(app.list_all("/payments").await.is_empty());

@@ -26,7 +26,7 @@ use tools::demo::Lcg;
 
 /// One confirmed order of the history, as the generator draws it from the catalog.
 #[derive(Debug, Clone)]
-pub struct HistoryOrder {
+pub struct SeedOrder {
     pub id: Uuid,
     pub payment_id: Uuid,
     pub customer: Customer,
@@ -49,7 +49,7 @@ pub(crate) fn generate(
     customers: &[Customer],
     products: &[Product],
     n: usize,
-) -> Vec<HistoryOrder> {
+) -> Vec<SeedOrder> {
     let at = clock::now();
     (0..n)
         .map(|_| {
@@ -62,7 +62,7 @@ pub(crate) fn generate(
                     (products[(first + k) % products.len()].clone(), quantity)
                 })
                 .collect();
-            HistoryOrder {
+            SeedOrder {
                 id: Uuid::now_v7(),
                 payment_id: Uuid::now_v7(),
                 customer,
