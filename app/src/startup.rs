@@ -42,7 +42,7 @@ impl Application {
                 },
             },
         )
-        .await;
+        .await?;
         let workers = modules.bus.start();
         let timers = modules.start_timers();
         let listener = TcpListener::bind(settings.listen)
