@@ -267,8 +267,9 @@ struct Rewind {
     to_seq: i64,
 }
 
-/// Moves a subscription back to `to_seq`; effects stay exactly-once thanks to the inbox. A
-/// `to_seq` ahead of the checkpoint would skip events: 422, naming the checkpoint and the
+/// Moves a subscription back to `to_seq`; effects stay exactly-once thanks to the inbox.
+///
+/// A `to_seq` ahead of the checkpoint would skip events: 422, naming the checkpoint and the
 /// source's head, and nothing changes. `to_seq` equal to the checkpoint changes nothing (200).
 #[utoipa::path(
     post, path = "/ops/subscriptions/{name}/rewind", tag = "operations",
