@@ -8,6 +8,7 @@ use app::config::{Cli, Command, LogFormat};
 use app::modules::Modules;
 use app::startup::{Application, shutdown_signal};
 use clap::Parser as _;
+use shared_kernel::storage::OpenError;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -23,11 +24,19 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!(error = format!("{error:#}"), "bounded failed.");
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
-        }
+        // A store that is not there, or a database to create first, is said in one line with
+        // exit 2 (as for a bad flag): running again will not help.
+        Err(error) => match configuration_error(&error) {
+            Some(mistake) => {
+                eprintln!("error: {mistake}");
+                ExitCode::from(2)
+            }
+            None => {
+                tracing::error!(error = format!("{error:#}"), "bounded failed.");
+                eprintln!("error: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
@@ -56,10 +65,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
-/// Opens every module's database (as `migrate` does), reconciles, prints the report as JSON;
+/// Opens every module's existing database (creating nothing), reconciles, prints the report as JSON;
 /// fails when modules disagree.
 async fn reconcile(args: &app::config::StorageArgs) -> anyhow::Result<()> {
-    let modules = Modules::open_all(&args.storage_config()).await?;
+    let modules = Modules::open_existing(&args.storage_config()).await?;
     let (Some(orders), Some(inventory), Some(payments)) = (
         modules.orders.clone(),
         modules.inventory.clone(),
@@ -76,6 +85,14 @@ async fn reconcile(args: &app::config::StorageArgs) -> anyhow::Result<()> {
     } else {
         anyhow::bail!("{} discrepancies", report.discrepancies.len())
     }
+}
+
+/// The storage configuration mistake somewhere in `error`'s chain, if that is what it is.
+fn configuration_error(error: &anyhow::Error) -> Option<&OpenError> {
+    error
+        .chain()
+        .filter_map(|cause| cause.downcast_ref::<OpenError>())
+        .find(|open| open.is_configuration())
 }
 
 fn init_tracing(format: LogFormat) {

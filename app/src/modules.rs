@@ -11,7 +11,9 @@ use inventory_api::InventoryApi;
 use orders_api::OrdersApi;
 use payments_api::PaymentsApi;
 use shared_kernel::messaging::{Bus, DeliveryConfig};
-use shared_kernel::storage::{Migrations, ModuleDb, StorageConfig};
+use shared_kernel::storage::{
+    Backend, Migrations, ModuleDb, OpenError, StorageConfig, redact_password,
+};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -69,6 +71,55 @@ pub fn owner_of(store: &'static str) -> &'static str {
         .unwrap_or(store)
 }
 
+/// Every store of the selected modules with its migrations: each module's database, and the
+/// orders read store when orders is selected.
+fn stores(selected: &ModuleSet) -> impl Iterator<Item = (&'static str, &'static Migrations)> + '_ {
+    REGISTRY
+        .iter()
+        .filter(|module| selected.contains(module.name))
+        .map(|module| (module.name, module.migrations))
+        .chain(
+            selected
+                .contains(orders::NAME)
+                .then_some((orders::READ_STORE, &orders::READ_MIGRATIONS)),
+        )
+}
+
+/// Says where the data lives: the backend, the data directory or the database URL (without
+/// its password), and each module's override.
+fn log_storage(storage: &StorageConfig) {
+    /// `module` is set for an override only.
+    fn log(backend: &Backend, module: Option<&str>) {
+        match backend {
+            Backend::Sqlite { data_dir } => tracing::info!(
+                module,
+                backend = "sqlite",
+                data_dir = %data_dir.display(),
+                "Module databases are SQLite files."
+            ),
+            Backend::Postgres { admin_url } => tracing::info!(
+                module,
+                backend = "postgres",
+                database_url = %redact_password(admin_url),
+                "Module databases are Postgres schemas."
+            ),
+        }
+    }
+    log(&storage.default, None);
+    for (module, backend) in &storage.overrides {
+        log(backend, Some(module));
+    }
+}
+
+/// Settings for one-off commands, which run no subscription, timer or placement.
+fn one_off_settings() -> ModuleSettings {
+    ModuleSettings {
+        default_credit_limit_cents: 0,
+        saga_timeout: std::time::Duration::from_secs(30),
+        delivery: DeliveryConfig::default(),
+    }
+}
+
 /// Settings of the modules' behaviour (as opposed to where their data lives).
 #[derive(Debug, Clone, Copy)]
 pub struct ModuleSettings {
@@ -122,27 +173,27 @@ impl std::fmt::Debug for Modules {
 impl Modules {
     /// Opens the databases of the selected modules concurrently. A database that cannot be
     /// opened does not stop the others: its module reports unavailable until it can.
+    ///
+    /// # Errors
+    /// A configuration mistake retrying cannot fix (a Postgres database that does not exist).
     pub async fn start(
         selected: &ModuleSet,
         storage: &StorageConfig,
         settings: ModuleSettings,
-    ) -> Self {
-        let opening = REGISTRY
-            .iter()
-            .filter(|module| selected.contains(module.name))
-            .map(|module| ModuleDb::connect(module.name, module.migrations, storage.clone()));
-        let mut databases = join_all(opening).await;
-        // Orders owns a second database, its read store, where the read model lives.
-        if selected.contains(orders::NAME) {
-            databases.push(
-                ModuleDb::connect(
-                    orders::READ_STORE,
-                    &orders::READ_MIGRATIONS,
-                    storage.clone(),
-                )
-                .await,
-            );
-        }
+    ) -> Result<Self, OpenError> {
+        log_storage(storage);
+        let opening = stores(selected)
+            .map(|(name, migrations)| ModuleDb::connect(name, migrations, storage.clone()));
+        let databases = join_all(opening)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self::assemble(databases, settings))
+    }
+
+    /// Wires the modules of `databases` (each module whose database is there) and their
+    /// subscriptions.
+    fn assemble(databases: Vec<ModuleDb>, settings: ModuleSettings) -> Self {
         let db = |name: &str| databases.iter().find(|db| db.module() == name).cloned();
         let bus = Bus::new(settings.delivery);
         for database in &databases {
@@ -232,18 +283,9 @@ impl Modules {
     }
 
     /// Opens every module's database now (failing if one cannot be opened), for one-off
-    /// commands such as `reconcile`; no subscription or timer runs.
+    /// commands such as `seed-history`; no subscription or timer runs.
     pub async fn open_all(storage: &StorageConfig) -> anyhow::Result<Self> {
-        let modules = Self::start(
-            &crate::config::ModuleSet::all(),
-            storage,
-            ModuleSettings {
-                default_credit_limit_cents: 0,
-                saga_timeout: std::time::Duration::from_secs(30),
-                delivery: DeliveryConfig::default(),
-            },
-        )
-        .await;
+        let modules = Self::start(&ModuleSet::all(), storage, one_off_settings()).await?;
         for db in &modules.databases {
             db.ping(std::time::Duration::from_secs(5))
                 .await
@@ -252,27 +294,33 @@ impl Modules {
         Ok(modules)
     }
 
-    /// Creates or upgrades every module's database; fails on the first that cannot be.
+    /// Opens every module's existing, migrated database, creating and migrating nothing: for
+    /// commands that only read (`reconcile`). A store that is not there is an error naming
+    /// where it was looked for.
+    pub async fn open_existing(storage: &StorageConfig) -> Result<Self, OpenError> {
+        let mut databases = Vec::new();
+        for (name, migrations) in stores(&ModuleSet::all()) {
+            match ModuleDb::open_existing(name, migrations, storage).await {
+                Ok(db) => databases.push(db),
+                Err(error) => {
+                    join_all(databases.iter().map(ModuleDb::close)).await;
+                    return Err(error);
+                }
+            }
+        }
+        Ok(Self::assemble(databases, one_off_settings()))
+    }
+
+    /// Creates or upgrades every module's database and prints what it applied to each;
+    /// fails on the first that cannot be.
     pub async fn migrate(storage: &StorageConfig) -> anyhow::Result<()> {
-        for Registration {
-            name, migrations, ..
-        } in REGISTRY
-        {
-            let db = ModuleDb::open(name, migrations, storage)
+        log_storage(storage);
+        for (name, migrations) in stores(&ModuleSet::all()) {
+            let migrated = ModuleDb::migrate(name, migrations, storage)
                 .await
                 .with_context(|| format!("migrating the {name} database"))?;
-            tracing::info!(module = name, "Module database is up to date.");
-            db.close().await;
+            println!("{name}: {migrated}");
         }
-        let read = ModuleDb::open(orders::READ_STORE, &orders::READ_MIGRATIONS, storage)
-            .await
-            .context("migrating the orders read store")?;
-        tracing::info!(
-            module = orders::NAME,
-            store = orders::READ_STORE,
-            "Read store is up to date."
-        );
-        read.close().await;
         Ok(())
     }
 

@@ -1,7 +1,10 @@
 //! Operations endpoints of the messaging runtime (subscription positions, rewinds, dead
 //! letters) and of the read models (rebuilds).
 
-use axum::extract::{Path, Query, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use orders::{ReadModel, RebuildReport};
 use serde::{Deserialize, Serialize};
 use shared_kernel::http::{Json, Problem, path_id};
@@ -30,6 +33,29 @@ pub fn router(bus: Bus, read_model: Option<ReadModel>) -> OpenApiRouter {
         .merge(projections)
 }
 
+/// Who sent a request, for the log of operations that change state: the peer address when the
+/// server provides it (`bounded serve` does), `unknown` for a router called without a socket.
+#[derive(Debug, Clone, Copy)]
+struct Peer(Option<SocketAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let info = parts.extensions.get::<ConnectInfo<SocketAddr>>();
+        Ok(Peer(info.map(|ConnectInfo(addr)| *addr)))
+    }
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(addr) => addr.fmt(f),
+            None => f.write_str("unknown"),
+        }
+    }
+}
+
 /// The read models of this process and the bus that feeds them.
 #[derive(Debug, Clone)]
 struct Projections {
@@ -51,6 +77,7 @@ struct Projections {
 )]
 async fn rebuild_projection(
     State(projections): State<Projections>,
+    peer: Peer,
     Path(name): Path<String>,
 ) -> Result<axum::Json<RebuildReport>, Problem> {
     let model = match &projections.read_model {
@@ -61,6 +88,13 @@ async fn rebuild_projection(
         .rebuild(&projections.bus)
         .await
         .map_err(orders::read_problem)?;
+    tracing::info!(
+        %peer,
+        projection = %report.name,
+        generation = report.generation,
+        events_replayed = report.events_replayed,
+        "Projection rebuilt and swapped in."
+    );
     Ok(axum::Json(report))
 }
 
@@ -158,6 +192,9 @@ fn problem(error: BusError) -> Problem {
         BusError::UnknownSubscription(name) => {
             Problem::not_found(format!("no subscription named {name:?}"))
         }
+        BusError::RewindAhead { .. } | BusError::NegativeSeq(_) => {
+            Problem::field("to_seq", error.to_string())
+        }
         BusError::Storage(error) => error.into(),
         BusError::DeadLetter(DeadLetterError::NotFound(id)) => {
             Problem::not_found(format!("no dead letter with id {id}"))
@@ -231,6 +268,9 @@ struct Rewind {
 }
 
 /// Moves a subscription back to `to_seq`; effects stay exactly-once thanks to the inbox.
+///
+/// A `to_seq` ahead of the checkpoint would skip events: 422, naming the checkpoint and the
+/// source's head, and nothing changes. `to_seq` equal to the checkpoint changes nothing (200).
 #[utoipa::path(
     post, path = "/ops/subscriptions/{name}/rewind", tag = "operations",
     params(("name" = String, Path, description = "Subscription name, e.g. `orders<-customers`")),
@@ -238,18 +278,19 @@ struct Rewind {
     responses(
         (status = 200, body = SubscriptionStatus),
         (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`to_seq` below 0 or ahead of the checkpoint; nothing changed", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn rewind_subscription(
     State(bus): State<Bus>,
+    peer: Peer,
     Path(name): Path<String>,
     Json(rewind): Json<Rewind>,
 ) -> Result<axum::Json<SubscriptionStatus>, Problem> {
-    if rewind.to_seq < 0 {
-        return Err(Problem::field("to_seq", "must be 0 or more"));
+    let from = bus.rewind(&name, rewind.to_seq).await.map_err(problem)?;
+    if from != rewind.to_seq {
+        tracing::info!(%peer, subscription = %name, from_seq = from, to_seq = rewind.to_seq, "Subscription rewound.");
     }
-    bus.rewind(&name, rewind.to_seq).await.map_err(problem)?;
     Ok(axum::Json(bus.status_of(&name).await.map_err(problem)?))
 }
 
@@ -278,11 +319,14 @@ async fn dead_letter_after(bus: &Bus, id: Uuid) -> Result<axum::Json<DeadLetter>
 )]
 async fn retry_dead_letter(
     State(bus): State<Bus>,
+    peer: Peer,
     Path(id): Path<String>,
 ) -> Result<axum::Json<DeadLetter>, Problem> {
     let id = path_id(&id, "dead letter")?;
     bus.retry_dead_letter(id).await.map_err(problem)?;
-    dead_letter_after(&bus, id).await
+    let letter = dead_letter_after(&bus, id).await?;
+    tracing::info!(%peer, dead_letter = %id, event = %letter.event.id, event_type = %letter.event.event_type, subscription = %letter.subscription, "Dead letter retried and applied.");
+    Ok(letter)
 }
 
 /// Gives up on a parked event; the events blocked behind it follow, in order.
@@ -297,9 +341,12 @@ async fn retry_dead_letter(
 )]
 async fn discard_dead_letter(
     State(bus): State<Bus>,
+    peer: Peer,
     Path(id): Path<String>,
 ) -> Result<axum::Json<DeadLetter>, Problem> {
     let id = path_id(&id, "dead letter")?;
     bus.discard_dead_letter(id).await.map_err(problem)?;
-    dead_letter_after(&bus, id).await
+    let letter = dead_letter_after(&bus, id).await?;
+    tracing::warn!(%peer, dead_letter = %id, event = %letter.event.id, event_type = %letter.event.event_type, subscription = %letter.subscription, "Dead letter discarded: its event will never be applied.");
+    Ok(letter)
 }

@@ -42,7 +42,7 @@ impl Application {
                 },
             },
         )
-        .await;
+        .await?;
         let workers = modules.bus.start();
         let timers = modules.start_timers();
         let listener = TcpListener::bind(settings.listen)
@@ -100,7 +100,11 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         tracing::info!(url = %format!("http://{}", self.local_addr()), "Bounded is listening.");
-        axum::serve(self.listener, self.router)
+        // Connect info gives handlers the peer address (operations log who asked).
+        let service = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(self.listener, service)
             .with_graceful_shutdown(shutdown)
             .await
             .context("serving HTTP")?;

@@ -54,12 +54,24 @@ fn serve_without_flags_starts_on_sqlite_under_data_and_stops_on_sigterm() {
 
 /// A bare HTTP/1.1 GET, so the test does not depend on a client crate's defaults.
 fn http_get(base: &str, path: &str) -> String {
+    http_request(base, "GET", path, None)
+}
+
+/// A bare HTTP/1.1 request, with a JSON body if one is given.
+fn http_request(base: &str, method: &str, path: &str, json: Option<&str>) -> String {
     use std::io::{Read, Write};
     let host = base.trim_start_matches("http://");
     let mut stream = std::net::TcpStream::connect(host).unwrap();
+    // Headers end with an empty line; a body follows it.
+    let rest = json.map_or("\r\n".to_owned(), |json| {
+        format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{json}",
+            json.len()
+        )
+    });
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{rest}"
     )
     .unwrap();
     let mut response = String::new();
@@ -127,15 +139,28 @@ fn copy_tree(from: &Path, to: &Path) {
 
 /// `bounded serve` on SQLite in `dir`, on a free port; returns the process and its URL.
 fn serve_on_sqlite(dir: &Path) -> (std::process::Child, String) {
+    let (server, _lines, url) = serve_on_sqlite_logged(dir);
+    (server, url)
+}
+
+/// [`serve_on_sqlite`], with the lines the server logs (at `info`) after its URL.
+fn serve_on_sqlite_logged(
+    dir: &Path,
+) -> (
+    std::process::Child,
+    std::sync::mpsc::Receiver<String>,
+    String,
+) {
     let mut server = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
         .env_remove("BOUNDED_DATABASE_URL")
+        .env("BOUNDED_LOG", "info")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let (_log, _lines, url) = crate::support::read_log_until_url(&mut server);
-    (server, url)
+    let (_log, lines, url) = crate::support::read_log_until_url(&mut server);
+    (server, lines, url)
 }
 
 #[test]
@@ -298,4 +323,259 @@ fn the_baseline_answers_the_load_generator_with_settled_orders() {
     assert_eq!(figures["errors"], 0, "{figures}");
     assert_eq!(figures["confirmed"], figures["placed"], "{figures}");
     assert!(dir.path().join("baseline.sqlite").is_file());
+}
+
+/// Runs `bounded <args>` with no storage settings from the environment, failing the test if
+/// it has not exited within 60 s (a server that retries forever instead of giving up).
+fn run_to_exit(args: &[&str], dir: &Path) -> std::process::Output {
+    let child = Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .env_remove("BOUNDED_DATABASE_URL")
+        .env_remove("BOUNDED_DATA_DIR")
+        .env("BOUNDED_LISTEN", "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (done, exited) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(child.wait_with_output().unwrap()));
+    match exited.recv_timeout(std::time::Duration::from_secs(60)) {
+        Ok(output) => output,
+        Err(_) => {
+            Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status()
+                .ok();
+            panic!("`bounded {}` did not exit within 60 s", args.join(" "));
+        }
+    }
+}
+
+/// Lines of the process's stderr that report an error.
+fn error_lines(output: &std::process::Output) -> Vec<String> {
+    String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .filter(|line| line.to_lowercase().contains("error"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Every file and directory under `dir`.
+fn tree(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(tree(&path));
+        }
+        out.push(path);
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn reconcile_on_a_missing_data_dir_exits_2_naming_the_path_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    // A typo: the directory does not exist.
+    let output = run_to_exit(&["reconcile", "--data-dir", "./dta"], dir.path());
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let errors = error_lines(&output);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("dta/customers.sqlite"), "{errors:?}");
+    assert!(tree(dir.path()).is_empty(), "{:?}", tree(dir.path()));
+
+    // A directory that exists but holds no stores: nothing created in it either.
+    std::fs::create_dir(dir.path().join("empty")).unwrap();
+    let output = run_to_exit(&["reconcile", "--data-dir", "empty"], dir.path());
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    assert!(error_lines(&output)[0].contains("empty/customers.sqlite"));
+    assert_eq!(tree(dir.path()), [dir.path().join("empty")]);
+}
+
+#[test]
+fn migrate_says_what_it_applied_per_store_then_up_to_date() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = run_to_exit(&["migrate", "--data-dir", "data"], dir.path());
+    let stdout = String::from_utf8_lossy(&first.stdout).into_owned();
+    assert!(first.status.success(), "{first:?}");
+    assert!(
+        stdout.contains("customers: applied 1 migration (0001) and "),
+        "{stdout}"
+    );
+    assert!(stdout.contains("orders_read: applied "), "{stdout}");
+    assert!(!stdout.contains("up to date"), "{stdout}");
+    // The log says where the data lives.
+    let stderr = String::from_utf8_lossy(&first.stderr).into_owned();
+    assert!(
+        stderr.contains("backend=\"sqlite\"") && stderr.contains("data_dir=data"),
+        "{stderr}"
+    );
+
+    let again = run_to_exit(&["migrate", "--data-dir", "data"], dir.path());
+    let stdout = String::from_utf8_lossy(&again.stdout).into_owned();
+    assert!(again.status.success(), "{again:?}");
+    assert_eq!(stdout.lines().count(), 5, "{stdout}");
+    assert!(
+        stdout.lines().all(|line| line.ends_with(": up to date")),
+        "{stdout}"
+    );
+
+    // Migrated stores are what reconcile reads.
+    let reconciled = run_to_exit(&["reconcile", "--data-dir", "data"], dir.path());
+    assert!(reconciled.status.success(), "{reconciled:?}");
+}
+
+/// `admin_url` naming `database` instead of its own.
+fn with_database(admin_url: &str, database: &str) -> String {
+    let (base, query) = admin_url.split_once('?').unwrap_or((admin_url, ""));
+    let host_end = base
+        .rfind('/')
+        .filter(|&at| at > base.find("://").unwrap() + 2);
+    let base = host_end.map_or(base, |at| &base[..at]);
+    let query = if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{query}")
+    };
+    format!("{base}/{database}{query}")
+}
+
+#[test]
+fn serve_and_reconcile_on_a_missing_postgres_database_exit_2_in_one_clear_line() {
+    let Some(admin) = shared_kernel::storage::testing::postgres_url("missing_database") else {
+        return;
+    };
+    let database = format!("bounded_t_missing_{}", uuid::Uuid::now_v7().simple());
+    // A password, to see that the log leaves it out (trust authentication ignores it).
+    let url = with_database(&admin, &database).replacen("postgres@", "postgres:hunter2@", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let mut serve_log = String::new();
+    for command in ["serve", "reconcile"] {
+        let output = run_to_exit(&[command, "--database-url", &url], dir.path());
+        assert_eq!(output.status.code(), Some(2), "{command}: {output:?}");
+        let errors = error_lines(&output);
+        assert_eq!(errors.len(), 1, "{command}: {errors:?}");
+        assert!(
+            errors[0].contains(&format!("database \"{database}\" does not exist")),
+            "{errors:?}"
+        );
+        assert!(errors[0].contains("createdb"), "{errors:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!stderr.contains("hunter2"), "{stderr}");
+        if command == "serve" {
+            serve_log = stderr.into_owned();
+        }
+    }
+    assert!(
+        serve_log.contains("database_url=postgres://postgres:***@"),
+        "{serve_log}"
+    );
+    assert!(tree(dir.path()).is_empty(), "nothing on disk either");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_reconcile_needs_migrated_schemas_and_prints_no_notices() {
+    let Some(admin) = shared_kernel::storage::testing::postgres_url("reconcile_notices") else {
+        return;
+    };
+    let database = shared_kernel::storage::testing::TestDatabase::create(&admin).await;
+    let url = database.url().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let outputs = tokio::task::spawn_blocking(move || {
+        let path = dir.path();
+        [
+            run_to_exit(&["reconcile", "--database-url", &url], path),
+            run_to_exit(&["migrate", "--database-url", &url], path),
+            run_to_exit(&["migrate", "--database-url", &url], path),
+            run_to_exit(&["reconcile", "--database-url", &url], path),
+        ]
+    })
+    .await
+    .unwrap();
+    let [unmigrated, first, again, reconciled] = outputs;
+    assert_eq!(unmigrated.status.code(), Some(2), "{unmigrated:?}");
+    assert!(
+        error_lines(&unmigrated)[0].contains("(schema customers) does not exist"),
+        "{unmigrated:?}"
+    );
+    assert!(
+        String::from_utf8_lossy(&first.stdout)
+            .contains("customers: applied 1 migration (0001) and "),
+        "{first:?}"
+    );
+    assert!(
+        String::from_utf8_lossy(&again.stdout)
+            .lines()
+            .all(|l| l.ends_with(": up to date")),
+        "{again:?}"
+    );
+    assert!(reconciled.status.success(), "{reconciled:?}");
+    for output in [&first, &again, &reconciled] {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!stderr.to_lowercase().contains("notice"), "{stderr}");
+    }
+}
+
+#[test]
+fn version_is_the_crate_version() {
+    let output = Command::new(BIN).arg("--version").output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success());
+    assert_eq!(
+        stdout.trim(),
+        format!("bounded {}", env!("CARGO_PKG_VERSION"))
+    );
+    assert_ne!(env!("CARGO_PKG_VERSION"), "0.0.0");
+}
+
+fn http_post(base: &str, path: &str, json: &str) -> String {
+    http_request(base, "POST", path, Some(json))
+}
+
+#[test]
+fn a_rewind_is_logged_with_the_peer_and_the_positions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, lines, url) = serve_on_sqlite_logged(dir.path());
+    let created = http_post(
+        &url,
+        "/customers",
+        r#"{"name":"Ada","email":"ada@example.com"}"#,
+    );
+    assert!(created.starts_with("HTTP/1.1 201"), "{created}");
+    let settled = http_get(&url, "/ops/subscriptions?wait=settled&timeout_ms=30000");
+    assert!(
+        settled.contains(
+            r#""name":"orders<-customers","source":"customers","consumer":"orders","checkpoint":1"#
+        ),
+        "{settled}"
+    );
+    let rewound = http_post(
+        &url,
+        "/ops/subscriptions/orders%3C-customers/rewind",
+        r#"{"to_seq":0}"#,
+    );
+    assert!(rewound.starts_with("HTTP/1.1 200"), "{rewound}");
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let logged = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains("Subscription rewound") => break Some(line),
+            Ok(_) => {}
+            Err(_) => break None,
+        }
+    };
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let line = logged.expect("the rewind is logged");
+    assert!(line.contains("INFO"), "{line}");
+    assert!(line.contains("peer=127.0.0.1:"), "{line}");
+    assert!(line.contains("subscription=orders<-customers"), "{line}");
+    assert!(
+        line.contains("from_seq=1") && line.contains("to_seq=0"),
+        "{line}"
+    );
 }

@@ -681,3 +681,87 @@ both_backends! {
         assert_eq!(outbox_seqs(&app, "customers").await, vec![1, 2, 3, 4]);
     }
 }
+
+/// The status of one subscription, from `/ops/subscriptions`.
+async fn subscription_status(app: &TestApp, name: &str) -> Value {
+    let status = app.get("/ops/subscriptions").await;
+    let all = status.ok(200).as_array().unwrap().clone();
+    all.into_iter().find(|s| s["name"] == name).unwrap()
+}
+
+/// Places an order of one unit and waits for its outcome.
+async fn place_and_settle(app: &TestApp, customer: &str, product: &str) -> Value {
+    let order = app.place(customer, &[(product, 1)]).await;
+    app.terminal(order["id"].as_str().unwrap()).await
+}
+
+both_backends! {
+    async fn a_rewind_never_moves_a_checkpoint_forward(app) {
+        let customer = app.customer("Rhea Wind").await;
+        let product = app.product("RW-1", 100, &[("main", 10)]).await;
+        assert_eq!(place_and_settle(&app, &customer, &product).await["status"], "CONFIRMED");
+        app.settled().await;
+        let before = subscription_status(&app, "payments<-orders").await;
+        let (checkpoint, head) = (before["checkpoint"].as_i64().unwrap(), before["head_seq"].as_i64().unwrap());
+        assert_eq!(checkpoint, head);
+
+        // Ahead of the checkpoint (and of the head): refused, naming both, nothing changed.
+        let path = "/ops/subscriptions/payments%3C-orders/rewind";
+        let refused = app.post(path, json!({"to_seq": 1_000_000})).await;
+        let detail = refused.problem(422)["detail"].as_str().unwrap().to_owned();
+        assert_eq!(refused.fields(), ["to_seq"]);
+        assert!(detail.contains(&format!("checkpoint {checkpoint}")), "{detail}");
+        assert!(detail.contains(&format!("head is {head}")), "{detail}");
+        assert_eq!(subscription_status(&app, "payments<-orders").await, before);
+        // One past the checkpoint is a skip too.
+        app.post(path, json!({"to_seq": checkpoint + 1})).await.problem(422);
+        app.post(path, json!({"to_seq": -1})).await.problem(422);
+        // To the checkpoint itself: a no-op.
+        let same = app.post(path, json!({"to_seq": checkpoint})).await;
+        assert_eq!(same.ok(200)["checkpoint"], checkpoint);
+
+        // Later orders still confirm: payments still sees every OrderPlaced.
+        assert_eq!(place_and_settle(&app, &customer, &product).await["status"], "CONFIRMED");
+        app.settled().await;
+        let account = app.account(&customer).await;
+        assert_eq!(account["outstanding_cents"], 200, "{account}");
+
+        // Back to 0 still works, and applies nothing twice.
+        let rewound = app.post(path, json!({"to_seq": 0})).await;
+        assert_eq!(rewound.ok(200)["checkpoint"], 0);
+        app.settled().await;
+        assert_eq!(app.account(&customer).await, account);
+        assert_eq!(app.list_all("/payments").await.len(), 2);
+        for status in app.get("/ops/subscriptions").await.ok(200).as_array().unwrap() {
+            assert_eq!(status["lag"], 0, "{status}");
+        }
+    }
+
+    async fn a_checkpoint_left_past_the_head_shows_no_negative_lag_and_can_be_rewound(app) {
+        let mut app = app;
+        let ada = register(&app, "Ada", "ada@example.com").await;
+        app.settled().await;
+        app.stop_delivery().await;
+        // What a forward rewind used to leave behind.
+        let mut tx = app.db("orders").begin().await.unwrap();
+        with_tx!(&mut tx, |conn| {
+            sqlx::query("UPDATE subscription_checkpoints SET seq = 1000000 WHERE name = 'orders<-customers'")
+                .execute(conn)
+                .await
+                .map(drop)
+        })
+        .unwrap();
+        tx.commit().await.unwrap();
+        let stuck = subscription_status(&app, "orders<-customers").await;
+        assert_eq!((stuck["checkpoint"].as_i64(), stuck["head_seq"].as_i64(), stuck["lag"].as_i64()), (Some(1_000_000), Some(1), Some(0)), "{stuck}");
+
+        // Rewinding to the head repairs it: the next customer arrives.
+        app.post("/ops/subscriptions/orders%3C-customers/rewind", json!({"to_seq": 1})).await.ok(200);
+        app.start_delivery();
+        let bob = register(&app, "Bob", "bob@example.com").await;
+        app.settled().await;
+        let ids: Vec<Uuid> = customer_replicas(&app).await.into_iter().map(|(id, _, _)| id).collect();
+        assert_eq!(ids.len(), 2);
+        assert!(ids.contains(&uuid_of(&ada)) && ids.contains(&uuid_of(&bob)));
+    }
+}

@@ -268,6 +268,10 @@ pub(crate) async fn expire(tx: &mut Tx, order_id: Uuid, now: OffsetDateTime) -> 
     if saga.status != OrderStatus::Pending || saga.deadline_us > unix_micros(now) {
         return Ok(());
     }
+    let deadline = from_unix_micros(saga.deadline_us)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    tracing::info!(%order_id, deadline, "Saga deadline passed; rejecting the order with timeout.");
     settle(
         tx,
         order_id,

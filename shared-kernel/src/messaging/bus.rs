@@ -66,7 +66,7 @@ pub struct SubscriptionStatus {
     pub checkpoint: i64,
     /// Last seq the source has committed.
     pub head_seq: i64,
-    /// `head_seq - checkpoint`: events committed but not applied yet.
+    /// `head_seq - checkpoint`: events committed but not applied yet (never below 0).
     pub lag: i64,
     /// Age of the oldest event not applied yet (0 when caught up).
     pub lag_seconds: f64,
@@ -81,6 +81,19 @@ pub struct SubscriptionStatus {
 pub enum BusError {
     #[error("no subscription named {0:?}")]
     UnknownSubscription(String),
+    /// A rewind only moves a checkpoint back; skipping events is not a rewind.
+    #[error(
+        "cannot rewind {name} to {to_seq}: that is ahead of its checkpoint {checkpoint} (the source's head is {}); a rewind only moves a checkpoint back",
+        head_seq.map_or_else(|| "unknown".to_owned(), |seq| seq.to_string())
+    )]
+    RewindAhead {
+        name: String,
+        to_seq: i64,
+        checkpoint: i64,
+        head_seq: Option<i64>,
+    },
+    #[error("cannot rewind to {0}: a seq is 0 or more")]
+    NegativeSeq(i64),
     #[error(transparent)]
     DeadLetter(#[from] DeadLetterError),
     #[error(transparent)]
@@ -270,14 +283,30 @@ impl Bus {
         Ok(position(&subscription, &consumer, source.as_ref()).await?)
     }
 
-    /// Moves a subscription's checkpoint back (or forward) to `seq`.
-    pub async fn rewind(&self, name: &str, seq: i64) -> Result<(), BusError> {
-        let (_, consumer, _) = self.local_named(name)?;
-        subscription::rewind(&consumer, name, seq).await?;
+    /// Moves a subscription's checkpoint back to `seq` and returns where it was. A `seq` ahead
+    /// of the checkpoint (which would skip events) or below 0 changes nothing and fails.
+    pub async fn rewind(&self, name: &str, seq: i64) -> Result<i64, BusError> {
+        if seq < 0 {
+            return Err(BusError::NegativeSeq(seq));
+        }
+        let (_, consumer, source) = self.local_named(name)?;
+        let from = match subscription::rewind(&consumer, name, seq).await? {
+            subscription::Rewound::Moved { from } => from,
+            subscription::Rewound::Ahead { checkpoint } => {
+                // For the operator's benefit only: the refusal does not depend on it.
+                let head_seq = source.head().await.ok();
+                return Err(BusError::RewindAhead {
+                    name: name.to_owned(),
+                    to_seq: seq,
+                    checkpoint,
+                    head_seq,
+                });
+            }
+        };
         if let Some(nudge) = self.read().nudges.get(name) {
             nudge.send_replace(());
         }
-        Ok(())
+        Ok(from)
     }
 
     /// The local consumer databases.
@@ -534,7 +563,10 @@ async fn position(
         consumer: subscription.consumer.to_owned(),
         checkpoint,
         head_seq,
-        lag: head_seq - checkpoint,
+        // A checkpoint cannot pass the head (batches apply committed events, rewinds only
+        // move back), but a store written before that was enforced may hold one: such a
+        // subscription is not "ahead", it is caught up.
+        lag: (head_seq - checkpoint).max(0),
         lag_seconds,
         parked,
         blocked,

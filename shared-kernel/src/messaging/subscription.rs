@@ -191,22 +191,49 @@ pub async fn checkpoint(db: &ModuleDb, name: &str) -> Result<i64, StorageError> 
     Ok(row.map_or(0, |(seq,)| seq))
 }
 
-/// Moves the checkpoint of `name` to `seq`; events after it are delivered again and the inbox
-/// keeps their effects from repeating.
-pub async fn rewind(db: &ModuleDb, name: &str, seq: i64) -> Result<bool, StorageError> {
+/// What [`rewind`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rewound {
+    /// The checkpoint was `from` and is now the requested seq (unchanged when they are equal).
+    Moved { from: i64 },
+    /// The requested seq is ahead of the checkpoint: nothing changed. A rewind never skips
+    /// events, so a checkpoint can never pass its source's head.
+    Ahead { checkpoint: i64 },
+}
+
+/// Moves the checkpoint of `name` back to `seq`; events after it are delivered again and the
+/// inbox keeps their effects from repeating. A `seq` ahead of the checkpoint changes nothing.
+///
+/// The check and the write are one transaction holding the checkpoint row lock on Postgres
+/// (SQLite's single writer serializes them anyway), so a batch committing concurrently cannot
+/// move the checkpoint between them.
+pub async fn rewind(db: &ModuleDb, name: &str, seq: i64) -> Result<Rewound, StorageError> {
     let mut tx = db.begin().await?;
-    let updated = with_tx!(&mut tx, |conn| {
-        sqlx::query("UPDATE subscription_checkpoints SET seq = $2, updated_at = $3 WHERE name = $1")
+    let checkpoint = match lock_checkpoint(&mut tx, name).await {
+        Ok(checkpoint) => checkpoint,
+        // Not started yet: it would start from 0.
+        Err(sqlx::Error::RowNotFound) => 0,
+        Err(error) => return Err(db.classify(error)),
+    };
+    if seq > checkpoint {
+        return Ok(Rewound::Ahead { checkpoint });
+    }
+    if seq < checkpoint {
+        with_tx!(&mut tx, |conn| {
+            sqlx::query(
+                "UPDATE subscription_checkpoints SET seq = $2, updated_at = $3 WHERE name = $1",
+            )
             .bind(name)
             .bind(seq)
             .bind(clock::now())
             .execute(conn)
             .await
-            .map(|done| done.rows_affected())
-    })
-    .map_err(|e| db.classify(e))?;
-    tx.commit().await.map_err(|e| db.classify(e))?;
-    Ok(updated == 1)
+            .map(drop)
+        })
+        .map_err(|e| db.classify(e))?;
+        tx.commit().await.map_err(|e| db.classify(e))?;
+    }
+    Ok(Rewound::Moved { from: checkpoint })
 }
 
 /// An event whose handler keeps failing, tracked by the worker between attempts.

@@ -12,6 +12,38 @@ pub enum Backend {
     Postgres { admin_url: String },
 }
 
+impl Backend {
+    /// Where `module`'s store lives, for messages: the SQLite file, or the Postgres URL
+    /// (without its password) and schema.
+    pub fn location(&self, module: &str) -> String {
+        match self {
+            Backend::Sqlite { data_dir } => {
+                super::sqlite::path(module, data_dir).display().to_string()
+            }
+            Backend::Postgres { admin_url } => {
+                format!("{} (schema {module})", redact_password(admin_url))
+            }
+        }
+    }
+}
+
+/// `url` with its password, if any, replaced by `***`: safe to log.
+pub fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    // The user info ends at the authority's last `@` (a password may contain `@`).
+    let Some((user_info, host)) = authority.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match user_info.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
+        None => url.to_owned(),
+    }
+}
+
 /// Storage settings for the whole process, resolved per module by [`StorageConfig::backend_for`].
 #[derive(Debug, Clone)]
 pub struct StorageConfig {
@@ -77,5 +109,26 @@ impl StorageConfig {
     /// The backend the named module uses.
     pub fn backend_for(&self, module: &str) -> &Backend {
         self.overrides.get(module).unwrap_or(&self.default)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_password;
+
+    #[test]
+    fn a_logged_url_never_shows_its_password() {
+        assert_eq!(
+            redact_password("postgres://admin:s3cr@t@db.example:5432/shop?sslmode=require"),
+            "postgres://admin:***@db.example:5432/shop?sslmode=require"
+        );
+        assert_eq!(
+            redact_password("postgres://postgres@127.0.0.1:5432/shop"),
+            "postgres://postgres@127.0.0.1:5432/shop"
+        );
+        assert_eq!(
+            redact_password("postgres://localhost/shop"),
+            "postgres://localhost/shop"
+        );
     }
 }

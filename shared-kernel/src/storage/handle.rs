@@ -4,11 +4,41 @@ use std::time::Duration;
 use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
 use tokio::sync::{broadcast, watch};
 
-use super::{Backend, Migrations, StorageConfig, StorageError, postgres, sqlite};
+use super::{
+    Backend, Migrated, Migrations, OpenError, StorageConfig, StorageError, postgres, sqlite,
+};
 
 /// Name of the table that tracks the kernel's own migrations (idempotency keys, later the
 /// outbox and inbox) inside every module's database, apart from the module's `_sqlx_migrations`.
 const KERNEL_MIGRATIONS_TABLE: &str = "_kernel_migrations";
+
+/// Where sqlx tracks a module's own migrations.
+const MODULE_MIGRATIONS_TABLE: &str = "_sqlx_migrations";
+
+/// The kernel's own migrations for one backend, tracked in [`KERNEL_MIGRATIONS_TABLE`].
+fn kernel_migrator(postgres: bool) -> sqlx::migrate::Migrator {
+    let mut kernel = if postgres {
+        sqlx::migrate!("migrations/postgres")
+    } else {
+        sqlx::migrate!("migrations/sqlite")
+    };
+    kernel.dangerous_set_table_name(KERNEL_MIGRATIONS_TABLE);
+    kernel
+}
+
+/// Names the store in an open failure; a missing Postgres database says how to create it.
+fn open_error(module: &'static str, backend: &Backend, source: sqlx::Error) -> OpenError {
+    if let Backend::Postgres { admin_url } = backend
+        && let Some(missing) = postgres::missing_database(admin_url, &source)
+    {
+        return missing;
+    }
+    OpenError::Failed {
+        module,
+        location: backend.location(module),
+        source,
+    }
+}
 
 /// An open module database: the native pools of one backend.
 #[derive(Debug, Clone)]
@@ -146,41 +176,150 @@ macro_rules! with_tx {
 
 impl Db {
     /// Opens (and on Postgres bootstraps) the module's database and brings its schema up to
-    /// date: first the kernel's tables, then the module's own migrations.
+    /// date: first the kernel's tables, then the module's own migrations. Returns what it
+    /// applied.
     pub async fn open(
         module: &'static str,
         migrations: &Migrations,
         config: &StorageConfig,
-    ) -> Result<Db, sqlx::Error> {
-        let db = match config.backend_for(module) {
+    ) -> Result<(Db, Migrated), OpenError> {
+        let backend = config.backend_for(module);
+        let failed = |source| open_error(module, backend, source);
+        let db = match backend {
             Backend::Sqlite { data_dir } => {
-                let (writer, reader) = sqlite::open(module, data_dir, config).await?;
+                let (writer, reader) = sqlite::open(module, data_dir, config, true)
+                    .await
+                    .map_err(failed)?;
+                Db::Sqlite { writer, reader }
+            }
+            Backend::Postgres { admin_url } => Db::Postgres(
+                postgres::open(module, admin_url, config)
+                    .await
+                    .map_err(failed)?,
+            ),
+        };
+        match db.migrate(migrations).await {
+            Ok(migrated) => Ok((db, migrated)),
+            Err(error) => {
+                db.close().await;
+                Err(failed(error))
+            }
+        }
+    }
+
+    /// Opens a store that must already exist and be migrated, creating and changing nothing:
+    /// for commands that only read.
+    pub async fn open_existing(
+        module: &'static str,
+        migrations: &Migrations,
+        config: &StorageConfig,
+    ) -> Result<Db, OpenError> {
+        let backend = config.backend_for(module);
+        let failed = |source| open_error(module, backend, source);
+        let missing = || OpenError::MissingStore {
+            module,
+            location: backend.location(module),
+        };
+        let db = match backend {
+            Backend::Sqlite { data_dir } => {
+                if !sqlite::path(module, data_dir).is_file() {
+                    return Err(missing());
+                }
+                let (writer, reader) = sqlite::open(module, data_dir, config, false)
+                    .await
+                    .map_err(failed)?;
                 Db::Sqlite { writer, reader }
             }
             Backend::Postgres { admin_url } => {
-                Db::Postgres(postgres::open(module, admin_url, config).await?)
+                match postgres::open_existing(module, admin_url, config)
+                    .await
+                    .map_err(failed)?
+                {
+                    Some(pool) => Db::Postgres(pool),
+                    None => return Err(missing()),
+                }
             }
         };
-        db.migrate(migrations).await?;
+        let pending = match db.pending(migrations).await {
+            Ok(pending) => pending,
+            Err(error) => {
+                db.close().await;
+                return Err(failed(error));
+            }
+        };
+        if !pending.is_empty() {
+            db.close().await;
+            return Err(OpenError::NotMigrated {
+                module,
+                location: backend.location(module),
+                pending: pending.kernel.len() + pending.module.len(),
+            });
+        }
         Ok(db)
     }
 
-    async fn migrate(&self, migrations: &Migrations) -> Result<(), sqlx::Error> {
+    /// The migrations of each set not applied yet.
+    async fn pending(&self, migrations: &Migrations) -> Result<Migrated, sqlx::Error> {
+        let (kernel, module) = match self {
+            Db::Sqlite { .. } => (kernel_migrator(false), &migrations.sqlite),
+            Db::Postgres(_) => (kernel_migrator(true), &migrations.postgres),
+        };
+        Ok(Migrated {
+            kernel: self.not_applied(&kernel, KERNEL_MIGRATIONS_TABLE).await?,
+            module: self.not_applied(module, MODULE_MIGRATIONS_TABLE).await?,
+        })
+    }
+
+    /// Versions of `migrator` that its table `table` does not list as applied.
+    async fn not_applied(
+        &self,
+        migrator: &sqlx::migrate::Migrator,
+        table: &'static str,
+    ) -> Result<Vec<i64>, sqlx::Error> {
+        let exists = match self {
+            Db::Sqlite { .. } => {
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = $1)"
+            }
+            Db::Postgres(_) => {
+                "SELECT EXISTS (SELECT 1 FROM pg_tables \
+                 WHERE schemaname = current_schema() AND tablename = $1)"
+            }
+        };
+        let (exists,): (bool,) = crate::with_reader!(self.reader(), |pool| {
+            sqlx::query_as(exists).bind(table).fetch_one(pool).await
+        })?;
+        let applied: Vec<(i64,)> = if exists {
+            let sql = match table {
+                KERNEL_MIGRATIONS_TABLE => "SELECT version FROM _kernel_migrations WHERE success",
+                _ => "SELECT version FROM _sqlx_migrations WHERE success",
+            };
+            crate::with_reader!(self.reader(), |pool| {
+                sqlx::query_as(sql).fetch_all(pool).await
+            })?
+        } else {
+            Vec::new()
+        };
+        let applied: std::collections::HashSet<i64> = applied.into_iter().map(|(v,)| v).collect();
+        Ok(migrator
+            .iter()
+            .filter(|m| !m.migration_type.is_down_migration() && !applied.contains(&m.version))
+            .map(|m| m.version)
+            .collect())
+    }
+
+    async fn migrate(&self, migrations: &Migrations) -> Result<Migrated, sqlx::Error> {
+        let pending = self.pending(migrations).await?;
         match self {
             Db::Sqlite { writer, .. } => {
-                let mut kernel = sqlx::migrate!("migrations/sqlite");
-                kernel.dangerous_set_table_name(KERNEL_MIGRATIONS_TABLE);
-                kernel.run(writer).await?;
+                kernel_migrator(false).run(writer).await?;
                 migrations.sqlite.run(writer).await?;
             }
             Db::Postgres(pool) => {
-                let mut kernel = sqlx::migrate!("migrations/postgres");
-                kernel.dangerous_set_table_name(KERNEL_MIGRATIONS_TABLE);
-                kernel.run(pool).await?;
+                kernel_migrator(true).run(pool).await?;
                 migrations.postgres.run(pool).await?;
             }
         }
-        Ok(())
+        Ok(pending)
     }
 
     pub fn reader(&self) -> Reader<'_> {
@@ -270,18 +409,36 @@ impl Inner {
 }
 
 impl ModuleDb {
-    /// Opens the database now, failing if it cannot be opened (used by `bounded migrate`).
+    /// Opens (creating and migrating) the database now, failing if it cannot be opened.
     pub async fn open(
         module: &'static str,
         migrations: &Migrations,
         config: &StorageConfig,
-    ) -> Result<Self, StorageError> {
-        let db = Db::open(module, migrations, config)
-            .await
-            .map_err(|source| StorageError::Unavailable {
-                module,
-                source: Some(source),
-            })?;
+    ) -> Result<Self, OpenError> {
+        let (db, _) = Db::open(module, migrations, config).await?;
+        Ok(Self::from_db(module, db))
+    }
+
+    /// Creates or upgrades the database and closes it again; returns what was applied
+    /// (`bounded migrate`).
+    pub async fn migrate(
+        module: &'static str,
+        migrations: &Migrations,
+        config: &StorageConfig,
+    ) -> Result<Migrated, OpenError> {
+        let (db, migrated) = Db::open(module, migrations, config).await?;
+        db.close().await;
+        Ok(migrated)
+    }
+
+    /// Opens a database that must exist and be up to date, creating and migrating nothing:
+    /// for commands that only read (`bounded reconcile`).
+    pub async fn open_existing(
+        module: &'static str,
+        migrations: &Migrations,
+        config: &StorageConfig,
+    ) -> Result<Self, OpenError> {
+        let db = Db::open_existing(module, migrations, config).await?;
         Ok(Self::from_db(module, db))
     }
 
@@ -296,33 +453,38 @@ impl ModuleDb {
 
     /// Opens the database, or — when that fails — returns a handle that reports the module
     /// unavailable and keeps retrying in the background with capped exponential backoff.
+    ///
+    /// # Errors
+    /// A configuration mistake that retrying cannot fix ([`OpenError::is_configuration`]: the
+    /// Postgres database does not exist) fails at once instead.
     pub async fn connect(
         module: &'static str,
         migrations: &'static Migrations,
         config: StorageConfig,
-    ) -> Self {
+    ) -> Result<Self, OpenError> {
         let handle = Self {
             inner: Arc::new(Inner::new(module)),
         };
         match Db::open(module, migrations, &config).await {
-            Ok(db) => {
+            Ok((db, _)) => {
                 handle.inner.set(db);
             }
+            Err(error) if error.is_configuration() => return Err(error),
             Err(error) => {
-                tracing::error!(module, error = %error, "Module database unavailable at startup; retrying in the background.");
+                tracing::error!(module, error = %crate::http::error_chain(&error), "Module database unavailable at startup; retrying in the background.");
                 let inner = Arc::clone(&handle.inner);
                 tokio::spawn(async move {
                     let mut delay = Duration::from_millis(100);
                     loop {
                         tokio::time::sleep(delay).await;
                         match Db::open(module, migrations, &config).await {
-                            Ok(db) => {
+                            Ok((db, _)) => {
                                 tracing::info!(module, "Module database is available again.");
                                 inner.set(db);
                                 return;
                             }
                             Err(error) => {
-                                tracing::warn!(module, error = %error, retry_in_ms = delay.as_millis() as u64, "Module database still unavailable.");
+                                tracing::warn!(module, error = %crate::http::error_chain(&error), retry_in_ms = delay.as_millis() as u64, "Module database still unavailable.");
                                 delay = (delay * 2).min(Duration::from_secs(5));
                             }
                         }
@@ -330,7 +492,7 @@ impl ModuleDb {
                 });
             }
         }
-        handle
+        Ok(handle)
     }
 
     /// Resolves once the database is open (at once if it already is).

@@ -25,7 +25,7 @@ pub mod testing;
 
 use sqlx::migrate::Migrator;
 
-pub use config::{Backend, StorageConfig};
+pub use config::{Backend, StorageConfig, redact_password};
 pub use handle::{AppendedEvent, Db, ModuleDb, Reader, Tx, TxConn};
 
 /// The two migration sets of one module. Both sets use the same version numbers.
@@ -33,6 +33,102 @@ pub use handle::{AppendedEvent, Db, ModuleDb, Reader, Tx, TxConn};
 pub struct Migrations {
     pub sqlite: Migrator,
     pub postgres: Migrator,
+}
+
+/// What opening a store applied: the versions of the kernel's and of the module's own
+/// migrations that were pending.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Migrated {
+    pub kernel: Vec<i64>,
+    pub module: Vec<i64>,
+}
+
+impl Migrated {
+    pub fn is_empty(&self) -> bool {
+        self.kernel.is_empty() && self.module.is_empty()
+    }
+}
+
+/// `applied 3 migrations (0001..0003) and 6 kernel migrations (0001..0006)`, or `up to date`.
+impl std::fmt::Display for Migrated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        fn count(versions: &[i64], what: &str) -> String {
+            let plural = if versions.len() == 1 { "" } else { "s" };
+            let range = match versions {
+                [one] => format!("{one:04}"),
+                [first, .., last] if last - first + 1 == versions.len() as i64 => {
+                    format!("{first:04}..{last:04}")
+                }
+                _ => versions
+                    .iter()
+                    .map(|v| format!("{v:04}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            };
+            format!("{} {what}{plural} ({range})", versions.len())
+        }
+        let parts: Vec<String> = [
+            (&self.module, "migration"),
+            (&self.kernel, "kernel migration"),
+        ]
+        .into_iter()
+        .filter(|(versions, _)| !versions.is_empty())
+        .map(|(versions, what)| count(versions, what))
+        .collect();
+        if parts.is_empty() {
+            f.write_str("up to date")
+        } else {
+            write!(f, "applied {}", parts.join(" and "))
+        }
+    }
+}
+
+/// Why a module's store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// A command that only reads found no store where the configuration points.
+    #[error(
+        "the {module} store {location} does not exist; check --data-dir / --database-url, or create it with `bounded migrate`"
+    )]
+    MissingStore {
+        module: &'static str,
+        location: String,
+    },
+    /// The Postgres server answers, but the database named in the URL does not exist.
+    #[error(
+        "the Postgres database {database:?} does not exist on {server}; create it first (`{create}`)"
+    )]
+    MissingDatabase {
+        database: String,
+        server: String,
+        /// A command that creates it.
+        create: String,
+    },
+    /// A command that only reads found a store whose migrations are not all applied.
+    #[error(
+        "the {module} store {location} is not up to date ({pending} migrations pending); run `bounded migrate` first"
+    )]
+    NotMigrated {
+        module: &'static str,
+        location: String,
+        pending: usize,
+    },
+    /// The store could not be opened or migrated now (unreachable, locked out, …).
+    #[error("cannot open the {module} store {location}")]
+    Failed {
+        module: &'static str,
+        location: String,
+        #[source]
+        source: sqlx::Error,
+    },
+}
+
+impl OpenError {
+    /// A mistake in the configuration, which retrying cannot fix (as opposed to a database
+    /// that is unreachable right now).
+    pub fn is_configuration(&self) -> bool {
+        !matches!(self, OpenError::Failed { .. })
+    }
 }
 
 /// Failures of the storage layer, as a module sees them.

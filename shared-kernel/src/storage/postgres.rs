@@ -23,7 +23,7 @@ async fn bootstrap(
 ) -> Result<(), sqlx::Error> {
     debug_assert!(module.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
     let role = role_name(module);
-    let mut conn = PgConnection::connect_with(admin).await?;
+    let mut conn = PgConnection::connect_with(&quiet(admin.clone())).await?;
     let password = match &config.role_password {
         Some(p) => format!("PASSWORD '{}'", p.replace('\'', "''")),
         None => String::new(),
@@ -57,6 +57,12 @@ async fn bootstrap(
     Ok(())
 }
 
+/// Connections that do not report NOTICEs: `CREATE … IF NOT EXISTS` on every start (the
+/// bootstrap, the migration tables) would otherwise log "already exists, skipping" each time.
+fn quiet(options: PgConnectOptions) -> PgConnectOptions {
+    options.options([("client_min_messages", "warning")])
+}
+
 /// Bootstraps the module's role and schema, then opens a pool that logs in as that role.
 pub(super) async fn open(
     module: &'static str,
@@ -65,9 +71,39 @@ pub(super) async fn open(
 ) -> Result<PgPool, sqlx::Error> {
     let admin = PgConnectOptions::from_str(admin_url)?;
     bootstrap(module, &admin, config).await?;
+    connect(module, &admin, config).await
+}
 
-    let mut options = admin
-        .clone()
+/// Opens a pool on a store that must already exist: no role, schema or database is created.
+/// `None` when the database exists but the module's schema does not.
+pub(super) async fn open_existing(
+    module: &'static str,
+    admin_url: &str,
+    config: &StorageConfig,
+) -> Result<Option<PgPool>, sqlx::Error> {
+    let admin = PgConnectOptions::from_str(admin_url)?;
+    // As the administrative user first: a missing database is reported as such (3D000), not
+    // hidden behind a missing module role.
+    let mut conn = PgConnection::connect_with(&quiet(admin.clone())).await?;
+    let (exists,): (bool,) =
+        sqlx::query_as("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+            .bind(module)
+            .fetch_one(&mut conn)
+            .await?;
+    conn.close().await?;
+    if !exists {
+        return Ok(None);
+    }
+    connect(module, &admin, config).await.map(Some)
+}
+
+/// A pool logging in as the module's role, confined to its schema.
+async fn connect(
+    module: &'static str,
+    admin: &PgConnectOptions,
+    config: &StorageConfig,
+) -> Result<PgPool, sqlx::Error> {
+    let mut options = quiet(admin.clone())
         .username(&role_name(module))
         .application_name(&format!("bounded-{module}"))
         .options([("search_path", module)]);
@@ -79,4 +115,27 @@ pub(super) async fn open(
         .acquire_timeout(config.acquire_timeout)
         .connect_with(options)
         .await
+}
+
+/// `database "x" does not exist` when `error` says the database in `admin_url` is missing.
+pub(super) fn missing_database(admin_url: &str, error: &sqlx::Error) -> Option<super::OpenError> {
+    let code = error.as_database_error()?.code()?;
+    if code != "3D000" {
+        return None;
+    }
+    let admin = PgConnectOptions::from_str(admin_url).ok()?;
+    let database = admin
+        .get_database()
+        .unwrap_or(admin.get_username())
+        .to_owned();
+    Some(super::OpenError::MissingDatabase {
+        server: format!("{}:{}", admin.get_host(), admin.get_port()),
+        create: format!(
+            "createdb -h {} -p {} -U {} {database}",
+            admin.get_host(),
+            admin.get_port(),
+            admin.get_username()
+        ),
+        database,
+    })
 }

@@ -1,4 +1,4 @@
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sqlx::SqlitePool;
@@ -6,7 +6,14 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 
 use super::StorageConfig;
 
+/// `<data_dir>/<module>.sqlite`.
+pub(super) fn path(module: &str, data_dir: &Path) -> PathBuf {
+    data_dir.join(format!("{module}.sqlite"))
+}
+
 /// Opens `<data_dir>/<module>.sqlite`: one writer connection and a pool of read-only readers.
+/// With `create`, the directory and the file are created if missing; without, a missing file
+/// is an error.
 ///
 /// `synchronous = FULL` makes every commit durable before it is acknowledged; WAL keeps readers
 /// from blocking the writer. Readers are `query_only`, so a write through them is an error
@@ -15,12 +22,14 @@ pub(super) async fn open(
     module: &str,
     data_dir: &Path,
     config: &StorageConfig,
+    create: bool,
 ) -> Result<(SqlitePool, SqlitePool), sqlx::Error> {
-    std::fs::create_dir_all(data_dir)?;
-    let path = data_dir.join(format!("{module}.sqlite"));
+    if create {
+        std::fs::create_dir_all(data_dir)?;
+    }
     let options = SqliteConnectOptions::new()
-        .filename(&path)
-        .create_if_missing(true)
+        .filename(path(module, data_dir))
+        .create_if_missing(create)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Full)
         .foreign_keys(true)
