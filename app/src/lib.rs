@@ -16,5 +16,6 @@ pub mod modules;
 pub mod ops;
 pub mod ops_views;
 pub mod reconcile;
+pub mod server;
 pub mod startup;
 pub mod telemetry;

@@ -9,6 +9,7 @@
 mod support;
 
 mod cli;
+mod connections;
 mod crash;
 mod customers;
 mod details;
