@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderName, Request, StatusCode};
-use axum::response::IntoResponse;
+use axum::http::uri::Authority;
+use axum::http::{HeaderMap, HeaderName, Method, Request, StatusCode, Uri, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use futures::future::join_all;
 use serde::Serialize;
 use shared_kernel::http::Problem;
@@ -116,6 +118,7 @@ pub fn router(modules: &Modules, gateway: Gateway) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .layer(axum::middleware::from_fn(refuse_cross_site))
         .layer(axum::middleware::from_fn(crate::telemetry::track_http))
         .layer(axum::middleware::from_fn(crate::telemetry::event_context))
         .layer(
@@ -133,6 +136,77 @@ pub fn router(modules: &Modules, gateway: Gateway) -> Router {
                 )
                 .layer(PropagateRequestIdLayer::new(request_id)),
         )
+}
+
+/// Refuses a mutation (POST, PUT, PATCH, DELETE) that a browser sends on behalf of another
+/// site: several of them have no body (cancel an order, rebuild a projection, retry or discard
+/// a dead letter), so no CORS preflight protects them, and a page open in an operator's
+/// browser could fire them. Browsers say where a request comes from (`Sec-Fetch-Site`,
+/// `Origin`); requests without those headers (curl, service clients) are not from a browser
+/// page and pass. The refusal happens before any handler runs, so it changes nothing.
+async fn refuse_cross_site(request: axum::extract::Request, next: Next) -> Response {
+    let mutation = matches!(
+        *request.method(),
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    );
+    if mutation && let Some(reason) = cross_site(request.headers(), request.uri()) {
+        tracing::warn!(
+            method = %request.method(),
+            path = %request.uri().path(),
+            reason,
+            "Refused a cross-site request."
+        );
+        return Problem::new(
+            StatusCode::FORBIDDEN,
+            "cross-site-request",
+            "Cross-site request refused",
+            format!(
+                "{reason}; changes are accepted only from this origin or from non-browser clients"
+            ),
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// Why the request comes from another site, or `None` when it does not (or cannot tell).
+fn cross_site(headers: &HeaderMap, uri: &Uri) -> Option<&'static str> {
+    if headers
+        .get("sec-fetch-site")
+        .is_some_and(|site| site.as_bytes().eq_ignore_ascii_case(b"cross-site"))
+    {
+        return Some("Sec-Fetch-Site is cross-site");
+    }
+    let origin = headers.get(header::ORIGIN)?;
+    let same = origin
+        .to_str()
+        .ok()
+        .and_then(|origin| origin.parse::<Uri>().ok())
+        .is_some_and(|origin| same_origin(&origin, headers, uri));
+    (!same).then_some("the Origin header names another host or port")
+}
+
+/// Whether the origin's host and port are the ones the request was sent to (`Host`, or the
+/// authority of an HTTP/2 request). An opaque origin (`null`) is never the same.
+fn same_origin(origin: &Uri, headers: &HeaderMap, uri: &Uri) -> bool {
+    let (Some(scheme), Some(origin_authority)) = (origin.scheme_str(), origin.authority()) else {
+        return false;
+    };
+    let target = headers
+        .get(header::HOST)
+        .and_then(|host| host.to_str().ok())
+        .and_then(|host| host.parse::<Authority>().ok())
+        .or_else(|| uri.authority().cloned());
+    let Some(target) = target else {
+        return false;
+    };
+    let default_port = match scheme.to_ascii_lowercase().as_str() {
+        "https" => 443,
+        _ => 80,
+    };
+    origin_authority.host().eq_ignore_ascii_case(target.host())
+        && origin_authority.port_u16().unwrap_or(default_port)
+            == target.port_u16().unwrap_or(default_port)
 }
 
 #[derive(Debug, Serialize, ToSchema)]

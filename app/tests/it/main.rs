@@ -11,6 +11,7 @@ mod support;
 mod cli;
 mod connections;
 mod crash;
+mod cross_site;
 mod customers;
 mod details;
 mod history;
