@@ -92,7 +92,7 @@ pub fn router(modules: &Modules, gateway: Gateway) -> Router {
     let describe = OpenApiRouter::new()
         .routes(routes!(openapi_document))
         .with_state(document.clone());
-    let (router, openapi) = api
+    let (router, mut openapi) = api
         .merge(ops)
         .merge(metrics)
         .merge(describe)
@@ -102,6 +102,7 @@ pub fn router(modules: &Modules, gateway: Gateway) -> Router {
         ))
         .merge(crate::ops_views::router(modules.clone()))
         .split_for_parts();
+    document_shared_answers(&mut openapi);
     let _ = document
         .0
         .set(serde_json::to_string_pretty(&openapi).unwrap_or_default());
@@ -136,6 +137,103 @@ pub fn router(modules: &Modules, gateway: Gateway) -> Router {
                 )
                 .layer(PropagateRequestIdLayer::new(request_id)),
         )
+}
+
+/// Adds to every operation the answers that the shared layers and extractors give, where the
+/// operation's own annotation does not already name them, so that the document lists every
+/// status an operation can return: 400 for a malformed query string, body or non-id path
+/// segment, 413 and 415 for a body too large or not JSON, 422 for an invalid field or
+/// parameter, 404 for a path id that names nothing, 403 for a cross-site mutation and 503 when
+/// a module's database cannot answer.
+fn document_shared_answers(openapi: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::path::ParameterIn;
+    use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
+
+    // Endpoints that answer without any module database.
+    const WITHOUT_STORAGE: [&str; 5] = [
+        "/health",
+        "/ready",
+        "/metrics",
+        "/openapi.json",
+        "/ops/modules",
+    ];
+    for (path, item) in &mut openapi.paths.paths {
+        let operations = [
+            (false, &mut item.get),
+            (true, &mut item.post),
+            (true, &mut item.put),
+            (true, &mut item.patch),
+            (true, &mut item.delete),
+        ];
+        for (mutation, operation) in operations {
+            let Some(operation) = operation else { continue };
+            let parameters: Vec<(ParameterIn, String)> = operation
+                .parameters
+                .iter()
+                .flatten()
+                .filter_map(|parameter| match parameter {
+                    RefOr::T(parameter) => {
+                        Some((parameter.parameter_in.clone(), parameter.name.clone()))
+                    }
+                    RefOr::Ref(_) => None,
+                })
+                .collect();
+            let in_path = |id: bool| {
+                parameters.iter().any(|(place, name)| {
+                    matches!(place, ParameterIn::Path)
+                        && (name == "id" || name.ends_with("_id")) == id
+                })
+            };
+            let query = parameters
+                .iter()
+                .any(|(place, _)| matches!(place, ParameterIn::Query));
+            let body = operation.request_body.is_some();
+            let answers = [
+                (
+                    query || body || in_path(false),
+                    "400",
+                    "Malformed request: a query parameter given twice, malformed JSON or a path segment that is not UTF-8",
+                ),
+                (mutation, "403", "A cross-site request from a browser"),
+                (
+                    in_path(true),
+                    "404",
+                    "No such resource (a path id that is not a UUID included)",
+                ),
+                (body, "413", "The body is larger than 1 MiB"),
+                (body, "415", "The body is not application/json"),
+                (
+                    query || body,
+                    "422",
+                    "Invalid field or query parameter, named in `errors`",
+                ),
+                (
+                    !WITHOUT_STORAGE.contains(&path.as_str()),
+                    "503",
+                    "A module's database cannot answer; try again later",
+                ),
+            ];
+            for (applies, status, description) in answers {
+                if applies {
+                    operation
+                        .responses
+                        .responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| {
+                            RefOr::T(
+                                ResponseBuilder::new()
+                                    .description(description)
+                                    .content(
+                                        "application/problem+json",
+                                        Content::new(Some(Ref::from_schema_name("Problem"))),
+                                    )
+                                    .build(),
+                            )
+                        });
+                }
+            }
+        }
+    }
 }
 
 /// Refuses a mutation (POST, PUT, PATCH, DELETE) that a browser sends on behalf of another

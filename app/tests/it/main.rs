@@ -24,5 +24,6 @@ mod ops_views;
 mod orders;
 mod read_model;
 mod readiness;
+mod rejections;
 mod saga;
 mod shop;
