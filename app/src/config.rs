@@ -11,6 +11,9 @@
 //! | `--default-credit-limit-cents` | `BOUNDED_DEFAULT_CREDIT_LIMIT_CENTS` | `1000000` |
 //! | `--saga-timeout` | `BOUNDED_SAGA_TIMEOUT` | `30s` |
 //! | `--composition-timeout` | `BOUNDED_COMPOSITION_TIMEOUT` | `500ms` (per module call of `/orders/{id}/details`) |
+//! | `--header-read-timeout` | `BOUNDED_HEADER_READ_TIMEOUT` | `10s` (a request's head, and an HTTP/1 keep-alive wait) |
+//! | `--idle-timeout` | `BOUNDED_IDLE_TIMEOUT` | `60s` (a connection with no request in flight) |
+//! | `--max-connections` | `BOUNDED_MAX_CONNECTIONS` | `512` (idle ones are closed to admit more) |
 //! | `--outbox-retention` | `BOUNDED_OUTBOX_RETENTION` | `7d` (`forever` keeps all) |
 //! | `--log-format` | `BOUNDED_LOG_FORMAT` | `text`; `json` for machines |
 //! | log filter | `BOUNDED_LOG` (or `RUST_LOG`) | `info` |
@@ -139,6 +142,46 @@ pub struct ServeArgs {
     /// How long processed events stay in each outbox for rewinds (`7d`, `12h`, or `forever`).
     #[arg(long, env = "BOUNDED_OUTBOX_RETENTION", default_value = "7d", value_parser = parse_retention)]
     pub outbox_retention: Retention,
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
+}
+
+/// Limits on client connections, so that idle or slow sockets cannot use up the process's file
+/// descriptors (which the module databases need too).
+#[derive(Debug, Clone, Copy, Args)]
+pub struct ConnectionArgs {
+    /// Longest wait for the head of a request (request line and headers); on HTTP/1 it also
+    /// bounds the wait for the next request of a kept-alive connection (`10s`; 100ms..=10m).
+    #[arg(long, env = "BOUNDED_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_connection_timeout)]
+    pub header_read_timeout: std::time::Duration,
+    /// A connection with no request in flight for this long is closed (`60s`; 100ms..=10m).
+    #[arg(long, env = "BOUNDED_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_connection_timeout)]
+    pub idle_timeout: std::time::Duration,
+    /// Most client connections open at once; past it the least recently active idle connection
+    /// is closed to admit a new one, and with none idle new ones wait in the listen backlog.
+    #[arg(long, env = "BOUNDED_MAX_CONNECTIONS", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
+}
+
+impl Default for ConnectionArgs {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: std::time::Duration::from_secs(10),
+            idle_timeout: std::time::Duration::from_secs(60),
+            max_connections: 512,
+        }
+    }
+}
+
+fn parse_connection_timeout(value: &str) -> Result<std::time::Duration, String> {
+    let timeout = humantime::parse_duration(value)
+        .map_err(|e| format!("expected a duration like 10s or 500ms: {e}"))?;
+    if timeout < std::time::Duration::from_millis(100)
+        || timeout > std::time::Duration::from_secs(600)
+    {
+        return Err("must be from 100ms to 10m".into());
+    }
+    Ok(timeout)
 }
 
 /// Outbox retention: a duration, or forever.
@@ -279,5 +322,51 @@ mod tests {
         );
         assert!(parse_composition_timeout("0ms").is_err());
         assert!(parse_composition_timeout("2m").is_err());
+        assert_eq!(
+            parse_connection_timeout("250ms").unwrap(),
+            std::time::Duration::from_millis(250)
+        );
+        assert!(parse_connection_timeout("10ms").is_err());
+        assert!(parse_connection_timeout("1h").is_err());
+    }
+
+    #[test]
+    fn connection_limits_default_and_parse() {
+        let cli = Cli::try_parse_from(["bounded", "serve"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("expected serve");
+        };
+        assert_eq!(
+            (
+                args.connections.header_read_timeout,
+                args.connections.idle_timeout,
+                args.connections.max_connections
+            ),
+            (
+                ConnectionArgs::default().header_read_timeout,
+                ConnectionArgs::default().idle_timeout,
+                ConnectionArgs::default().max_connections
+            )
+        );
+        let cli = Cli::try_parse_from([
+            "bounded",
+            "serve",
+            "--header-read-timeout",
+            "2s",
+            "--idle-timeout",
+            "5s",
+            "--max-connections",
+            "64",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("expected serve");
+        };
+        assert_eq!(args.connections.max_connections, 64);
+        assert_eq!(
+            args.connections.idle_timeout,
+            std::time::Duration::from_secs(5)
+        );
+        assert!(Cli::try_parse_from(["bounded", "serve", "--max-connections", "0"]).is_err());
     }
 }

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use customers_api::{Customer, CustomerId, CustomersApi, CustomersError};
 use futures::future::{BoxFuture, join_all};
@@ -30,7 +30,7 @@ use inventory_api::{InventoryApi, InventoryError, ProductId};
 use orders_api::{Order, OrderId, OrdersApi, OrdersError};
 use payments_api::{Payment, PaymentFilter, PaymentsApi};
 use serde::Serialize;
-use shared_kernel::http::{PageRequest, Problem, error_chain, path_id};
+use shared_kernel::http::{PageRequest, Path, Problem, error_chain, path_id};
 use tower::Service;
 use tower::ServiceExt as _;
 use tower_resilience_circuitbreaker::{
@@ -523,7 +523,7 @@ pub fn router(gateway: Gateway) -> OpenApiRouter {
 /// `degraded`.
 #[utoipa::path(
     get, path = "/orders/{id}/details", tag = "orders",
-    params(("id" = String, Path, description = "Order id (UUID)")),
+    params(("id" = Uuid, Path, description = "Order id (UUID)")),
     responses(
         (status = 200, body = OrderDetails),
         (status = 404, body = Problem, content_type = "application/problem+json"),

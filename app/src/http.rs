@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderName, Request, StatusCode};
-use axum::response::IntoResponse;
+use axum::http::uri::Authority;
+use axum::http::{HeaderMap, HeaderName, Method, Request, StatusCode, Uri, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use futures::future::join_all;
 use serde::Serialize;
 use shared_kernel::http::Problem;
@@ -90,7 +92,7 @@ pub fn router(modules: &Modules, gateway: Gateway) -> Router {
     let describe = OpenApiRouter::new()
         .routes(routes!(openapi_document))
         .with_state(document.clone());
-    let (router, openapi) = api
+    let (router, mut openapi) = api
         .merge(ops)
         .merge(metrics)
         .merge(describe)
@@ -100,6 +102,7 @@ pub fn router(modules: &Modules, gateway: Gateway) -> Router {
         ))
         .merge(crate::ops_views::router(modules.clone()))
         .split_for_parts();
+    document_shared_answers(&mut openapi);
     let _ = document
         .0
         .set(serde_json::to_string_pretty(&openapi).unwrap_or_default());
@@ -116,6 +119,7 @@ pub fn router(modules: &Modules, gateway: Gateway) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .layer(axum::middleware::from_fn(refuse_cross_site))
         .layer(axum::middleware::from_fn(crate::telemetry::track_http))
         .layer(axum::middleware::from_fn(crate::telemetry::event_context))
         .layer(
@@ -133,6 +137,174 @@ pub fn router(modules: &Modules, gateway: Gateway) -> Router {
                 )
                 .layer(PropagateRequestIdLayer::new(request_id)),
         )
+}
+
+/// Adds to every operation the answers that the shared layers and extractors give, where the
+/// operation's own annotation does not already name them, so that the document lists every
+/// status an operation can return: 400 for a malformed query string, body or non-id path
+/// segment, 413 and 415 for a body too large or not JSON, 422 for an invalid field or
+/// parameter, 404 for a path id that names nothing, 403 for a cross-site mutation and 503 when
+/// a module's database cannot answer.
+fn document_shared_answers(openapi: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::path::ParameterIn;
+    use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
+
+    // Endpoints that answer without any module database.
+    const WITHOUT_STORAGE: [&str; 5] = [
+        "/health",
+        "/ready",
+        "/metrics",
+        "/openapi.json",
+        "/ops/modules",
+    ];
+    for (path, item) in &mut openapi.paths.paths {
+        let operations = [
+            (false, &mut item.get),
+            (true, &mut item.post),
+            (true, &mut item.put),
+            (true, &mut item.patch),
+            (true, &mut item.delete),
+        ];
+        for (mutation, operation) in operations {
+            let Some(operation) = operation else { continue };
+            let parameters: Vec<(ParameterIn, String)> = operation
+                .parameters
+                .iter()
+                .flatten()
+                .filter_map(|parameter| match parameter {
+                    RefOr::T(parameter) => {
+                        Some((parameter.parameter_in.clone(), parameter.name.clone()))
+                    }
+                    RefOr::Ref(_) => None,
+                })
+                .collect();
+            let in_path = |id: bool| {
+                parameters.iter().any(|(place, name)| {
+                    matches!(place, ParameterIn::Path)
+                        && (name == "id" || name.ends_with("_id")) == id
+                })
+            };
+            let query = parameters
+                .iter()
+                .any(|(place, _)| matches!(place, ParameterIn::Query));
+            let body = operation.request_body.is_some();
+            let answers = [
+                (
+                    query || body || in_path(false),
+                    "400",
+                    "Malformed request: a query parameter given twice, malformed JSON or a path segment that is not UTF-8",
+                ),
+                (mutation, "403", "A cross-site request from a browser"),
+                (
+                    in_path(true),
+                    "404",
+                    "No such resource (a path id that is not a UUID included)",
+                ),
+                (body, "413", "The body is larger than 1 MiB"),
+                (body, "415", "The body is not application/json"),
+                (
+                    query || body,
+                    "422",
+                    "Invalid field or query parameter, named in `errors`",
+                ),
+                (
+                    !WITHOUT_STORAGE.contains(&path.as_str()),
+                    "503",
+                    "A module's database cannot answer; try again later",
+                ),
+            ];
+            for (applies, status, description) in answers {
+                if applies {
+                    operation
+                        .responses
+                        .responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| {
+                            RefOr::T(
+                                ResponseBuilder::new()
+                                    .description(description)
+                                    .content(
+                                        "application/problem+json",
+                                        Content::new(Some(Ref::from_schema_name("Problem"))),
+                                    )
+                                    .build(),
+                            )
+                        });
+                }
+            }
+        }
+    }
+}
+
+/// Refuses a mutation (POST, PUT, PATCH, DELETE) that a browser sends on behalf of another
+/// site: several of them have no body (cancel an order, rebuild a projection, retry or discard
+/// a dead letter), so no CORS preflight protects them, and a page open in an operator's
+/// browser could fire them. Browsers say where a request comes from (`Sec-Fetch-Site`,
+/// `Origin`); requests without those headers (curl, service clients) are not from a browser
+/// page and pass. The refusal happens before any handler runs, so it changes nothing.
+async fn refuse_cross_site(request: axum::extract::Request, next: Next) -> Response {
+    let mutation = matches!(
+        *request.method(),
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    );
+    if mutation && let Some(reason) = cross_site(request.headers(), request.uri()) {
+        tracing::warn!(
+            method = %request.method(),
+            path = %request.uri().path(),
+            reason,
+            "Refused a cross-site request."
+        );
+        return Problem::new(
+            StatusCode::FORBIDDEN,
+            "cross-site-request",
+            "Cross-site request refused",
+            format!(
+                "{reason}; changes are accepted only from this origin or from non-browser clients"
+            ),
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// Why the request comes from another site, or `None` when it does not (or cannot tell).
+fn cross_site(headers: &HeaderMap, uri: &Uri) -> Option<&'static str> {
+    if headers
+        .get("sec-fetch-site")
+        .is_some_and(|site| site.as_bytes().eq_ignore_ascii_case(b"cross-site"))
+    {
+        return Some("Sec-Fetch-Site is cross-site");
+    }
+    let origin = headers.get(header::ORIGIN)?;
+    let same = origin
+        .to_str()
+        .ok()
+        .and_then(|origin| origin.parse::<Uri>().ok())
+        .is_some_and(|origin| same_origin(&origin, headers, uri));
+    (!same).then_some("the Origin header names another host or port")
+}
+
+/// Whether the origin's host and port are the ones the request was sent to (`Host`, or the
+/// authority of an HTTP/2 request). An opaque origin (`null`) is never the same.
+fn same_origin(origin: &Uri, headers: &HeaderMap, uri: &Uri) -> bool {
+    let (Some(scheme), Some(origin_authority)) = (origin.scheme_str(), origin.authority()) else {
+        return false;
+    };
+    let target = headers
+        .get(header::HOST)
+        .and_then(|host| host.to_str().ok())
+        .and_then(|host| host.parse::<Authority>().ok())
+        .or_else(|| uri.authority().cloned());
+    let Some(target) = target else {
+        return false;
+    };
+    let default_port = match scheme.to_ascii_lowercase().as_str() {
+        "https" => 443,
+        _ => 80,
+    };
+    origin_authority.host().eq_ignore_ascii_case(target.host())
+        && origin_authority.port_u16().unwrap_or(default_port)
+            == target.port_u16().unwrap_or(default_port)
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -14,5 +14,6 @@ pub mod ops;
 pub mod ops_views;
 pub mod reconcile;
 pub mod seed;
+pub mod server;
 pub mod startup;
 pub mod telemetry;

@@ -3,11 +3,11 @@
 
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
+use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
 use orders::{ReadModel, RebuildReport};
 use serde::{Deserialize, Serialize};
-use shared_kernel::http::{Json, Problem, path_id};
+use shared_kernel::http::{Json, Path, Problem, Query, path_id};
 use shared_kernel::messaging::dead_letters::{DeadLetter, DeadLetterError};
 use shared_kernel::messaging::{Bus, BusError, SubscriptionStatus};
 use utoipa::ToSchema;
@@ -67,7 +67,7 @@ struct Projections {
 /// swapped in at the end; reads keep answering from the current one meanwhile.
 #[utoipa::path(
     post, path = "/ops/projections/{name}/rebuild", tag = "operations",
-    params(("name" = String, Path, description = "Projection name: `order_summaries`")),
+    params(("name" = String, Path, description = "Projection name: `order_summaries`", min_length = 1)),
     responses(
         (status = 200, description = "Rebuilt and swapped in", body = RebuildReport),
         (status = 404, description = "No such projection here", body = Problem, content_type = "application/problem+json"),
@@ -215,9 +215,21 @@ fn problem(error: BusError) -> Problem {
 struct SubscriptionsQuery {
     /// `settled`: answer once every subscription has applied everything committed (or at the
     /// timeout), instead of polling.
+    #[param(value_type = Option<WaitFor>, inline)]
     wait: Option<String>,
     /// Longest wait in milliseconds, 0..=60000 (default 10000).
+    #[param(value_type = Option<u64>, minimum = 0, maximum = 60000)]
     timeout_ms: Option<String>,
+}
+
+/// What to wait for: `settled`: until every subscription has caught up.
+// For the document only: the handler reads the raw string, so that a wrong value is a 422
+// naming the parameter.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum WaitFor {
+    Settled,
 }
 
 /// Every subscription of this process: source, checkpoint, the source's head and the lag.
@@ -264,6 +276,7 @@ async fn list_subscriptions(
 #[serde(deny_unknown_fields)]
 struct Rewind {
     /// The seq to continue after; 0 replays the whole retained log.
+    #[schema(minimum = 0)]
     to_seq: i64,
 }
 
@@ -273,7 +286,7 @@ struct Rewind {
 /// source's head, and nothing changes. `to_seq` equal to the checkpoint changes nothing (200).
 #[utoipa::path(
     post, path = "/ops/subscriptions/{name}/rewind", tag = "operations",
-    params(("name" = String, Path, description = "Subscription name, e.g. `orders<-customers`")),
+    params(("name" = String, Path, description = "Subscription name, e.g. `orders<-customers`", min_length = 1)),
     request_body = Rewind,
     responses(
         (status = 200, body = SubscriptionStatus),
@@ -310,7 +323,7 @@ async fn dead_letter_after(bus: &Bus, id: Uuid) -> Result<axum::Json<DeadLetter>
 /// Applies a parked event now; on success the events blocked behind it follow, in order.
 #[utoipa::path(
     post, path = "/ops/dead-letters/{id}/retry", tag = "operations",
-    params(("id" = String, Path, description = "Dead letter id (UUID)")),
+    params(("id" = Uuid, Path, description = "Dead letter id (UUID)")),
     responses(
         (status = 200, description = "Applied; the dead letter is `retried`", body = DeadLetter),
         (status = 404, body = Problem, content_type = "application/problem+json"),
@@ -332,7 +345,7 @@ async fn retry_dead_letter(
 /// Gives up on a parked event; the events blocked behind it follow, in order.
 #[utoipa::path(
     post, path = "/ops/dead-letters/{id}/discard", tag = "operations",
-    params(("id" = String, Path, description = "Dead letter id (UUID)")),
+    params(("id" = Uuid, Path, description = "Dead letter id (UUID)")),
     responses(
         (status = 200, description = "The dead letter is `discarded`", body = DeadLetter),
         (status = 404, body = Problem, content_type = "application/problem+json"),

@@ -5,11 +5,13 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use orders_api::{OrderId, OrderStatus, OrdersApi, OrdersError, Saga};
 use payments_api::{PaymentFilter, PaymentsApi};
 use serde::{Deserialize, Serialize};
-use shared_kernel::http::{ListParams, Page, PageRequest, Problem, path_id, query_value};
+use shared_kernel::http::{
+    ListParams, Page, PageRequest, Path, Problem, Query, path_id, query_value,
+};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -57,10 +59,13 @@ fn orders_problem(error: OrdersError) -> Problem {
 #[into_params(parameter_in = Query)]
 struct SagaParams {
     /// Only sagas whose order is in this status; `PENDING` lists the open ones.
+    #[param(value_type = Option<OrderStatus>, inline)]
     status: Option<String>,
     /// Page size, 1..=500 (default 50).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 500)]
     limit: Option<String>,
     /// Opaque cursor from the previous page's `next`.
+    #[param(value_type = Option<String>, pattern = r"^[A-Za-z0-9_-]{21}[AQgw]$")]
     after: Option<String>,
 }
 
@@ -100,7 +105,7 @@ async fn list_sagas(
 /// One order's saga.
 #[utoipa::path(
     get, path = "/ops/sagas/{order_id}", tag = "operations",
-    params(("order_id" = String, Path, description = "Order id (UUID)")),
+    params(("order_id" = Uuid, Path, description = "Order id (UUID)")),
     responses(
         (status = 200, body = Saga),
         (status = 404, body = Problem, content_type = "application/problem+json"),
@@ -140,7 +145,7 @@ pub struct TimelineEvent {
 /// reservation's and its payment's — in causal order, with correlation and causation ids.
 #[utoipa::path(
     get, path = "/ops/timeline/{order_id}", tag = "operations",
-    params(("order_id" = String, Path, description = "Order id (UUID)")),
+    params(("order_id" = Uuid, Path, description = "Order id (UUID)")),
     responses(
         (status = 200, body = Vec<TimelineEvent>),
         (status = 404, body = Problem, content_type = "application/problem+json"),

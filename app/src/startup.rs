@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use axum::Router;
 use tokio::net::TcpListener;
 
-use crate::config::ServeArgs;
+use crate::config::{ConnectionArgs, ServeArgs};
 use crate::gateway::{Gateway, GatewayConfig};
 use shared_kernel::messaging::{DeliveryConfig, Workers};
 
@@ -24,6 +24,8 @@ pub struct Application {
     workers: Workers,
     /// The modules' timers, stopped with the workers.
     timers: Timers,
+    /// Timeouts and cap of client connections.
+    connections: ConnectionArgs,
 }
 
 impl Application {
@@ -65,6 +67,7 @@ impl Application {
             router,
             workers,
             timers,
+            connections: settings.connections,
         })
     }
 
@@ -94,20 +97,13 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves, then lets in-flight requests finish and closes the
-    /// databases.
+    /// databases. Handlers can read the peer address with `ConnectInfo<SocketAddr>`.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         tracing::info!(url = %format!("http://{}", self.local_addr()), "Bounded is listening.");
-        // Connect info gives handlers the peer address (operations log who asked).
-        let service = self
-            .router
-            .into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(self.listener, service)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("serving HTTP")?;
+        crate::server::serve(self.listener, self.router, self.connections, shutdown).await;
         self.workers.stop().await;
         self.timers.stop().await;
         self.modules.close().await;

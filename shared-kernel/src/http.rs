@@ -1,8 +1,12 @@
-//! HTTP building blocks shared by every module router: RFC 9457 problem details, a JSON
-//! extractor whose rejections are problems too, path-id parsing and cursor pagination.
+//! HTTP building blocks shared by every module router: RFC 9457 problem details, JSON, query
+//! and path extractors whose rejections are problems too, path-id parsing and cursor
+//! pagination.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
+use axum::extract::path::ErrorKind;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -199,6 +203,64 @@ where
     }
 }
 
+/// Query-string extractor: a query string that cannot be read at all (a parameter given twice)
+/// is a 400 problem, never axum's plain-text rejection. Handlers take the values as strings and
+/// validate them, so that a bad value is a 422 naming the parameter.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Query<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for Query<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(query)| Query(query))
+            .map_err(|rejection| Problem::bad_request(rejection.body_text()))
+    }
+}
+
+/// Path extractor whose rejections are problems. A segment that is not UTF-8 where the API
+/// expects a UUID (a parameter named `id` or `…_id`) names no resource, hence 404 like any
+/// other non-UUID id; anywhere else it is a 400.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Path<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for Path<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(path)| Path(path))
+            .map_err(path_problem)
+    }
+}
+
+fn path_problem(rejection: PathRejection) -> Problem {
+    if let PathRejection::FailedToDeserializePathParams(error) = &rejection
+        && let ErrorKind::InvalidUtf8InPathParam { key } = error.kind()
+        && (key == "id" || key.ends_with("_id"))
+    {
+        return Problem::not_found(format!("no resource with that {key}: it is not a UUID"));
+    }
+    let status = rejection.status();
+    if status.is_client_error() {
+        Problem::bad_request(rejection.body_text())
+    } else {
+        // A route whose handler expects other parameters than its path has: a bug, logged.
+        Problem::internal(&rejection)
+    }
+}
+
 /// Deserializes a JSON document, telling syntax errors (400) from data errors (422 + field).
 ///
 /// Every request body of this API is an object; serde would also build a struct from an array,
@@ -212,21 +274,70 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
         };
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|error| {
-        let path = error.path().to_string();
-        let inner = error.into_inner();
-        match inner.classify() {
-            serde_json::error::Category::Data => {
-                let message = strip_position(&inner.to_string());
-                Problem::field(field_name(&path, &message), message)
-            }
-            _ => Problem::bad_request(format!("malformed JSON: {inner}")),
+    let value = match serde_path_to_error::deserialize(&mut de).map_err(json_problem) {
+        Ok(value) => {
+            // Trailing characters after the document are malformed JSON, not something to
+            // ignore.
+            de.end()
+                .map_err(|e| Problem::bad_request(format!("malformed JSON: {e}")))?;
+            value
         }
-    })?;
-    // Trailing characters after the document are malformed JSON, not something to ignore.
-    de.end()
-        .map_err(|e| Problem::bad_request(format!("malformed JSON: {e}")))?;
+        // `5.0` where an integer is expected: read again with integral numbers as integers
+        // (rarely taken, so the common path keeps serde's checks, duplicate fields included).
+        Err(problem) if is_float_for_integer(&problem) => {
+            let mut document: serde_json::Value = serde_json::from_slice(bytes)
+                .map_err(|e| Problem::bad_request(format!("malformed JSON: {e}")))?;
+            integral_numbers(&mut document);
+            serde_path_to_error::deserialize(document).map_err(json_problem)?
+        }
+        Err(problem) => return Err(problem),
+    };
     Ok(value)
+}
+
+/// A deserialization error as a problem: a data error (wrong type, unknown or missing field)
+/// is a 422 naming the field, anything else malformed JSON (400).
+fn json_problem(error: serde_path_to_error::Error<serde_json::Error>) -> Problem {
+    let path = error.path().to_string();
+    let inner = error.into_inner();
+    match inner.classify() {
+        serde_json::error::Category::Data => {
+            let message = strip_position(&inner.to_string());
+            Problem::field(field_name(&path, &message), message)
+        }
+        _ => Problem::bad_request(format!("malformed JSON: {inner}")),
+    }
+}
+
+fn is_float_for_integer(problem: &Problem) -> bool {
+    problem
+        .errors
+        .first()
+        .is_some_and(|error| error.message.starts_with("invalid type: floating point"))
+}
+
+/// JSON has one number type: `5.0` is the integer 5 to JSON Schema (and so to the OpenAPI
+/// document and its clients), so a number without a fraction is read as an integer wherever
+/// one is expected. Only values an `f64` holds exactly (below 2^53) are converted; a larger
+/// one stays a float and is refused as out of range.
+fn integral_numbers(value: &mut serde_json::Value) {
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    match value {
+        serde_json::Value::Number(number) if number.is_f64() => {
+            if let Some(float) = number.as_f64()
+                && float.fract() == 0.0
+                && float.abs() < EXACT
+            {
+                // Exact: the value is integral and within f64's exact integer range.
+                #[allow(clippy::cast_possible_truncation)]
+                let integer = float as i64;
+                *number = serde_json::Number::from(integer);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(integral_numbers),
+        serde_json::Value::Object(fields) => fields.values_mut().for_each(integral_numbers),
+        _ => {}
+    }
 }
 
 /// The field a data error is about. serde_path_to_error's path already ends at an unknown
@@ -288,13 +399,16 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, Pr
     }
 }
 
-/// Raw list parameters, validated by [`ListParams::page`].
+/// Raw list parameters, validated by [`ListParams::page`]. They arrive as strings, so that a
+/// bad one is a 422 naming it; the document gives their real types.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// Page size, 1..=500 (default 50).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 500)]
     pub limit: Option<String>,
     /// Opaque cursor from the previous page's `next`.
+    #[param(value_type = Option<String>, pattern = r"^[A-Za-z0-9_-]{21}[AQgw]$")]
     pub after: Option<String>,
 }
 
@@ -442,6 +556,28 @@ mod tests {
             (problem.status, problem.errors[0].field.as_str()),
             (422, "count")
         );
+    }
+
+    #[test]
+    fn integral_numbers_are_integers_and_serde_checks_stay() {
+        let body = parse_json::<Body>(br#"{"name": "a", "count": 5.0}"#).unwrap();
+        assert_eq!(body.count, 5);
+        let body = parse_json::<Body>(br#"{"name": "a", "count": -1e3}"#).unwrap();
+        assert_eq!(body.count, -1000);
+        let problem = parse_json::<Body>(br#"{"name": "a", "count": 5.5}"#).unwrap_err();
+        assert_eq!(
+            (problem.status, problem.errors[0].field.as_str()),
+            (422, "count")
+        );
+        let problem = parse_json::<Body>(br#"{"name": 1.0, "count": 1}"#).unwrap_err();
+        assert_eq!(
+            (problem.status, problem.errors[0].field.as_str()),
+            (422, "name")
+        );
+        let problem = parse_json::<Body>(br#"{"name": "a", "name": "b", "count": 1}"#).unwrap_err();
+        assert_eq!(problem.status, 422);
+        let problem = parse_json::<Body>(br#"{"name": "a", "count": 5.0} x"#).unwrap_err();
+        assert_eq!(problem.status, 400);
     }
 
     #[test]

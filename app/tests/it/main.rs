@@ -9,7 +9,9 @@
 mod support;
 
 mod cli;
+mod connections;
 mod crash;
+mod cross_site;
 mod customers;
 mod details;
 mod inventory;
@@ -21,6 +23,7 @@ mod ops_views;
 mod orders;
 mod read_model;
 mod readiness;
+mod rejections;
 mod saga;
 mod seed;
 mod shop;

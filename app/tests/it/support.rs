@@ -136,6 +136,7 @@ impl TestApp {
             // Generous: a busy test machine must not degrade healthy parts.
             composition_timeout: std::time::Duration::from_secs(5),
             outbox_retention: app::config::Retention(None),
+            connections: app::config::ConnectionArgs::default(),
         }
     }
 

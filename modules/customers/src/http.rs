@@ -2,12 +2,12 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use customers_api::{
     Customer, CustomerId, CustomerPatch, CustomersApi, CustomersError, NewCustomer,
 };
-use shared_kernel::http::{Json, ListParams, Page, Problem, idempotency_key, path_id};
+use shared_kernel::http::{Json, ListParams, Page, Path, Problem, Query, idempotency_key, path_id};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -35,7 +35,7 @@ fn problem(error: CustomersError) -> Problem {
 /// Register a customer.
 #[utoipa::path(
     post, path = "/customers", tag = "customers",
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retried create return the original response (1..=255 characters).")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retried create return the original response (1..=255 characters).", pattern = r"^[!-~]{1,255}$")),
     request_body = NewCustomer,
     responses(
         (status = 201, description = "Registered", body = Customer),
@@ -56,7 +56,7 @@ async fn create_customer(
 /// Read a customer.
 #[utoipa::path(
     get, path = "/customers/{id}", tag = "customers",
-    params(("id" = String, Path, description = "Customer id (UUID)")),
+    params(("id" = Uuid, Path, description = "Customer id (UUID)")),
     responses(
         (status = 200, body = Customer),
         (status = 404, body = Problem, content_type = "application/problem+json"),
@@ -73,7 +73,7 @@ async fn get_customer(
 /// Change a customer's name and/or email.
 #[utoipa::path(
     patch, path = "/customers/{id}", tag = "customers",
-    params(("id" = String, Path, description = "Customer id (UUID)")),
+    params(("id" = Uuid, Path, description = "Customer id (UUID)")),
     request_body = CustomerPatch,
     responses(
         (status = 200, body = Customer),

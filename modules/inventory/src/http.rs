@@ -2,13 +2,13 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use inventory_api::{
     Availability, InventoryApi, InventoryError, NewProduct, Product, ProductId, ProductPatch,
     Reservation, SetStock, StockLevel,
 };
-use shared_kernel::http::{Json, ListParams, Page, Problem, idempotency_key, path_id};
+use shared_kernel::http::{Json, ListParams, Page, Path, Problem, Query, idempotency_key, path_id};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -47,7 +47,7 @@ fn product_id(segment: &str) -> Result<ProductId, Problem> {
 /// Add a product to the catalog.
 #[utoipa::path(
     post, path = "/products", tag = "inventory",
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retried create return the original response (1..=255 characters).")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retried create return the original response (1..=255 characters).", pattern = r"^[!-~]{1,255}$")),
     request_body = NewProduct,
     responses(
         (status = 201, description = "Created", body = Product),
@@ -68,7 +68,7 @@ async fn create_product(
 /// Read a product.
 #[utoipa::path(
     get, path = "/products/{id}", tag = "inventory",
-    params(("id" = String, Path, description = "Product id (UUID)")),
+    params(("id" = Uuid, Path, description = "Product id (UUID)")),
     responses(
         (status = 200, body = Product),
         (status = 404, body = Problem, content_type = "application/problem+json"),
@@ -85,7 +85,7 @@ async fn get_product(
 /// Change a product's name and/or price (the SKU never changes).
 #[utoipa::path(
     patch, path = "/products/{id}", tag = "inventory",
-    params(("id" = String, Path, description = "Product id (UUID)")),
+    params(("id" = Uuid, Path, description = "Product id (UUID)")),
     request_body = ProductPatch,
     responses(
         (status = 200, body = Product),
@@ -125,8 +125,8 @@ async fn list_products(
 #[utoipa::path(
     put, path = "/products/{id}/stock/{warehouse}", tag = "inventory",
     params(
-        ("id" = String, Path, description = "Product id (UUID)"),
-        ("warehouse" = String, Path, description = "1..=64 characters of [A-Za-z0-9._-]"),
+        ("id" = Uuid, Path, description = "Product id (UUID)"),
+        ("warehouse" = String, Path, description = "1..=64 characters of [A-Za-z0-9._-]", pattern = r"^[A-Za-z0-9._-]{1,64}$"),
     ),
     request_body = SetStock,
     responses(
@@ -150,7 +150,7 @@ async fn set_stock(
 /// Stock of a product over all warehouses.
 #[utoipa::path(
     get, path = "/products/{id}/availability", tag = "inventory",
-    params(("id" = String, Path, description = "Product id (UUID)")),
+    params(("id" = Uuid, Path, description = "Product id (UUID)")),
     responses(
         (status = 200, body = Availability),
         (status = 404, body = Problem, content_type = "application/problem+json"),
@@ -167,7 +167,7 @@ async fn get_availability(
 /// The stock reservation of an order: where its units came from and where it stands.
 #[utoipa::path(
     get, path = "/reservations/{order_id}", tag = "inventory",
-    params(("order_id" = String, Path, description = "Order id (UUID)")),
+    params(("order_id" = Uuid, Path, description = "Order id (UUID)")),
     responses(
         (status = 200, body = Reservation),
         (status = 404, description = "Inventory has no reservation for the order", body = Problem, content_type = "application/problem+json"),

@@ -3,12 +3,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use orders_api::{NewOrder, Order, OrderFilter, OrderId, OrderStatus, OrdersApi, OrdersError};
 use serde::Deserialize;
 use shared_kernel::http::{
-    FieldError, Json, ListParams, Page, PageRequest, Problem, idempotency_key, path_id, query_value,
+    FieldError, Json, ListParams, Page, PageRequest, Path, Problem, Query, idempotency_key,
+    path_id, query_value,
 };
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
@@ -48,7 +49,7 @@ pub(crate) fn problem(error: OrdersError) -> Problem {
 /// `GET /orders/{id}`).
 #[utoipa::path(
     post, path = "/orders", tag = "orders",
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retried placement return the original response (1..=255 characters).")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retried placement return the original response (1..=255 characters).", pattern = r"^[!-~]{1,255}$")),
     request_body = NewOrder,
     responses(
         (status = 202, description = "Placed, pending", body = Order),
@@ -71,9 +72,21 @@ async fn place_order(
 #[into_params(parameter_in = Query)]
 struct WaitParams {
     /// `terminal`: answer once the order is no longer `PENDING` (or at the timeout).
+    #[param(value_type = Option<WaitFor>, inline)]
     wait: Option<String>,
     /// Longest wait in milliseconds, 0..=30000 (default 10000).
+    #[param(value_type = Option<u64>, minimum = 0, maximum = 30000)]
     timeout_ms: Option<String>,
+}
+
+/// What to wait for: `terminal`: until the order is no longer `PENDING`.
+// For the document only: the handler reads the raw string, so that a wrong value is a 422
+// naming the parameter.
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum WaitFor {
+    Terminal,
 }
 
 impl WaitParams {
@@ -110,7 +123,7 @@ impl WaitParams {
 /// Read an order; with `wait=terminal`, once it is settled or `timeout_ms` has passed.
 #[utoipa::path(
     get, path = "/orders/{id}", tag = "orders",
-    params(("id" = String, Path, description = "Order id (UUID)"), WaitParams),
+    params(("id" = Uuid, Path, description = "Order id (UUID)"), WaitParams),
     responses(
         (status = 200, body = Order),
         (status = 404, body = Problem, content_type = "application/problem+json"),
@@ -135,12 +148,16 @@ async fn get_order(
 #[into_params(parameter_in = Query)]
 struct ListOrdersParams {
     /// Only this customer's orders.
+    #[param(value_type = Option<Uuid>)]
     customer_id: Option<String>,
     /// Only orders in this status (`PENDING`, `CONFIRMED`, `REJECTED`, `CANCELLED`).
+    #[param(value_type = Option<OrderStatus>, inline)]
     status: Option<String>,
     /// Page size, 1..=500 (default 50).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 500)]
     limit: Option<String>,
     /// Opaque cursor from the previous page's `next`.
+    #[param(value_type = Option<String>, pattern = r"^[A-Za-z0-9_-]{21}[AQgw]$")]
     after: Option<String>,
 }
 
@@ -197,7 +214,7 @@ impl ListOrdersParams {
 /// voided or refunded asynchronously. A cancelled order is returned unchanged.
 #[utoipa::path(
     post, path = "/orders/{id}/cancel", tag = "orders",
-    params(("id" = String, Path, description = "Order id (UUID)")),
+    params(("id" = Uuid, Path, description = "Order id (UUID)")),
     responses(
         (status = 202, description = "Cancelled (or already cancelled)", body = Order),
         (status = 404, body = Problem, content_type = "application/problem+json"),

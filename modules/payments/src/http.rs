@@ -2,14 +2,13 @@
 
 use std::sync::Arc;
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use payments_api::{
     Account, Payment, PaymentEvent, PaymentFilter, PaymentId, PaymentsApi, PaymentsError,
     PointInTime, SetCreditLimit,
 };
 use serde::Deserialize;
-use shared_kernel::http::{FieldError, Json, ListParams, Page, Problem, path_id};
+use shared_kernel::http::{FieldError, Json, ListParams, Page, Path, Problem, Query, path_id};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use utoipa_axum::router::OpenApiRouter;
@@ -40,15 +39,6 @@ fn problem(error: PaymentsError) -> Problem {
     }
 }
 
-/// Query values arrive as strings and are validated here, so that a bad one is a 422 naming
-/// the parameter; a query string that cannot be read at all (a parameter given twice) is a
-/// 400 problem, never axum's plain-text rejection.
-fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, Problem> {
-    query
-        .map(|Query(q)| q)
-        .map_err(|rejection| Problem::bad_request(rejection.body_text()))
-}
-
 fn uuid_param(name: &str, raw: Option<&str>, errors: &mut Vec<FieldError>) -> Option<Uuid> {
     let raw = raw?;
     match Uuid::parse_str(raw) {
@@ -63,7 +53,7 @@ fn uuid_param(name: &str, raw: Option<&str>, errors: &mut Vec<FieldError>) -> Op
 /// Set a customer's credit limit, opening the account if needed.
 #[utoipa::path(
     put, path = "/payment-accounts/{customer_id}", tag = "payments",
-    params(("customer_id" = String, Path, description = "Customer id (UUID)")),
+    params(("customer_id" = Uuid, Path, description = "Customer id (UUID)")),
     request_body = SetCreditLimit,
     responses(
         (status = 200, body = Account),
@@ -87,7 +77,7 @@ async fn put_account(
 /// Read a customer's payment account.
 #[utoipa::path(
     get, path = "/payment-accounts/{customer_id}", tag = "payments",
-    params(("customer_id" = String, Path, description = "Customer id (UUID)")),
+    params(("customer_id" = Uuid, Path, description = "Customer id (UUID)")),
     responses(
         (status = 200, body = Account),
         (status = 404, description = "No account (yet)", body = Problem, content_type = "application/problem+json"),
@@ -106,12 +96,16 @@ async fn get_account(
 #[into_params(parameter_in = Query)]
 struct PaymentsQuery {
     /// Only the payment of this order (UUID).
+    #[param(value_type = Option<Uuid>)]
     order_id: Option<String>,
     /// Only payments of this customer (UUID).
+    #[param(value_type = Option<Uuid>)]
     customer_id: Option<String>,
     /// Page size, 1..=500 (default 50).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 500)]
     limit: Option<String>,
     /// Opaque cursor from the previous page's `next`.
+    #[param(value_type = Option<String>, pattern = r"^[A-Za-z0-9_-]{21}[AQgw]$")]
     after: Option<String>,
 }
 
@@ -126,9 +120,8 @@ struct PaymentsQuery {
 )]
 async fn list_payments(
     State(api): State<Api>,
-    params: Result<Query<PaymentsQuery>, QueryRejection>,
+    Query(params): Query<PaymentsQuery>,
 ) -> Result<axum::Json<Page<Payment>>, Problem> {
-    let params = query(params)?;
     let mut errors = Vec::new();
     let filter = PaymentFilter {
         order_id: uuid_param("order_id", params.order_id.as_deref(), &mut errors),
@@ -157,8 +150,10 @@ async fn list_payments(
 #[into_params(parameter_in = Query)]
 struct PointInTimeQuery {
     /// The payment as of this version of its stream (1 = its first event).
+    #[param(value_type = Option<i64>, minimum = 1)]
     at_version: Option<String>,
     /// The payment as it stood at this RFC 3339 instant.
+    #[param(value_type = Option<String>, format = DateTime)]
     as_of: Option<String>,
 }
 
@@ -199,7 +194,7 @@ impl PointInTimeQuery {
 /// event, is a 404: the payment did not exist in that form.
 #[utoipa::path(
     get, path = "/payments/{id}", tag = "payments",
-    params(("id" = String, Path, description = "Payment id (UUID)"), PointInTimeQuery),
+    params(("id" = Uuid, Path, description = "Payment id (UUID)"), PointInTimeQuery),
     responses(
         (status = 200, body = Payment),
         (status = 404, description = "No such payment, or not at that version or instant", body = Problem, content_type = "application/problem+json"),
@@ -209,10 +204,10 @@ impl PointInTimeQuery {
 async fn get_payment(
     State(api): State<Api>,
     Path(id): Path<String>,
-    params: Result<Query<PointInTimeQuery>, QueryRejection>,
+    Query(params): Query<PointInTimeQuery>,
 ) -> Result<axum::Json<Payment>, Problem> {
     let id = PaymentId(path_id(&id, "payment")?);
-    let at = query(params)?.point().map_err(Problem::validation)?;
+    let at = params.point().map_err(Problem::validation)?;
     match api.payment(id, at).await {
         Ok(payment) => Ok(axum::Json(payment)),
         Err(PaymentsError::NotYet(id)) => Err(Problem::not_found(match at {
@@ -232,7 +227,7 @@ async fn get_payment(
 /// The full, immutable history of a payment, oldest first (one page: `next` is null).
 #[utoipa::path(
     get, path = "/payments/{id}/events", tag = "payments",
-    params(("id" = String, Path, description = "Payment id (UUID)")),
+    params(("id" = Uuid, Path, description = "Payment id (UUID)")),
     responses(
         (status = 200, body = Page<PaymentEvent>),
         (status = 404, body = Problem, content_type = "application/problem+json"),

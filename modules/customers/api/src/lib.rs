@@ -40,7 +40,13 @@ pub struct Customer {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewCustomer {
+    /// 1..=200 characters after trimming, no control characters.
+    #[schema(
+        pattern = r"^\s*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?\s*$"
+    )]
     pub name: String,
+    /// A valid address with a dotted domain, at most 254 characters.
+    #[schema(format = Email, max_length = 254)]
     pub email: String,
 }
 
@@ -49,8 +55,12 @@ pub struct NewCustomer {
 #[serde(deny_unknown_fields)]
 pub struct CustomerPatch {
     #[serde(default)]
+    #[schema(
+        pattern = r"^\s*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?\s*$"
+    )]
     pub name: Option<String>,
     #[serde(default)]
+    #[schema(format = Email, max_length = 254)]
     pub email: Option<String>,
 }
 

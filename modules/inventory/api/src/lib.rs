@@ -46,8 +46,16 @@ pub struct Product {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewProduct {
+    /// 1..=64 characters of `[A-Za-z0-9._-]`, unique.
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,64}$")]
     pub sku: String,
+    /// 1..=200 characters after trimming, no control characters.
+    #[schema(
+        pattern = r"^\s*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?\s*$"
+    )]
     pub name: String,
+    /// 0..=10^12.
+    #[schema(minimum = 0, maximum = 1000000000000_i64)]
     pub price_cents: i64,
 }
 
@@ -57,8 +65,12 @@ pub struct NewProduct {
 #[serde(deny_unknown_fields)]
 pub struct ProductPatch {
     #[serde(default)]
+    #[schema(
+        pattern = r"^\s*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?\s*$"
+    )]
     pub name: Option<String>,
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 1000000000000_i64)]
     pub price_cents: Option<i64>,
 }
 
@@ -66,6 +78,8 @@ pub struct ProductPatch {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetStock {
+    /// 0..=10^9.
+    #[schema(minimum = 0, maximum = 1000000000)]
     pub on_hand: i64,
 }
 

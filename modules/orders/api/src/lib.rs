@@ -139,6 +139,7 @@ pub struct Order {
 pub struct NewOrderItem {
     pub product_id: Uuid,
     /// 1..=10 000.
+    #[schema(minimum = 1, maximum = 10000)]
     pub quantity: i64,
 }
 
@@ -148,6 +149,7 @@ pub struct NewOrderItem {
 pub struct NewOrder {
     pub customer_id: Uuid,
     /// 1..=100 lines, each product at most once.
+    #[schema(min_items = 1, max_items = 100)]
     pub items: Vec<NewOrderItem>,
 }
 

@@ -49,6 +49,7 @@ pub struct Account {
 #[serde(deny_unknown_fields)]
 pub struct SetCreditLimit {
     /// 0..=10^15; may be below what is outstanding.
+    #[schema(minimum = 0, maximum = 1000000000000000_i64)]
     pub credit_limit_cents: i64,
 }
 
