@@ -22,5 +22,6 @@ mod ops_views;
 mod orders;
 mod read_model;
 mod readiness;
+mod reconciliation;
 mod saga;
 mod shop;
