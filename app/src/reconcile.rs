@@ -109,6 +109,14 @@ impl std::fmt::Debug for Reconciler {
     }
 }
 
+/// What the scan of the orders found.
+struct OrdersScan {
+    /// Settled orders that disagreed with their payment or reservation, as read.
+    candidates: BTreeMap<Uuid, Order>,
+    pending: usize,
+    settled: usize,
+}
+
 /// What the modules hold about a page of orders.
 struct Holdings {
     payments: HashMap<Uuid, Vec<Payment>>,
@@ -122,9 +130,31 @@ impl Reconciler {
     /// # Errors
     /// [`ReconcileError`] when a module (or the subscriptions' positions) cannot be read.
     pub async fn run(&self) -> Result<Report, ReconcileError> {
-        let mut candidates: BTreeMap<Uuid, Order> = BTreeMap::new();
-        let mut pending = 0;
-        let mut settled = 0;
+        // The two scans are independent: each looks its counterparts up directly.
+        let (scan, orphans) = futures::join!(self.scan_orders(), self.orphan_payments());
+        let scan = scan?;
+        let (payments_checked, mut discrepancies) = orphans?;
+        let (judged, settling, behind) = self.settle(scan.candidates).await?;
+        discrepancies.extend(judged);
+        discrepancies.sort_by(|a, b| (a.order_id, a.module).cmp(&(b.order_id, b.module)));
+        Ok(Report {
+            orders_checked: scan.settled - settling,
+            orders_in_flight: scan.pending + settling,
+            payments_checked,
+            discrepancies,
+            orders_settling: settling,
+            subscriptions_behind: behind,
+        })
+    }
+
+    /// Every order, a page at a time, against its payment and reservation: the settled orders
+    /// that disagree are candidates.
+    async fn scan_orders(&self) -> Result<OrdersScan, ReconcileError> {
+        let mut scan = OrdersScan {
+            candidates: BTreeMap::new(),
+            pending: 0,
+            settled: 0,
+        };
         let mut page = first_page();
         let mut next = self.orders.list(OrderFilter::default(), page).await;
         loop {
@@ -134,8 +164,8 @@ impl Reconciler {
                 .items
                 .into_iter()
                 .partition(|o| o.status.is_terminal());
-            pending += rest.len();
-            settled += orders.len();
+            scan.pending += rest.len();
+            scan.settled += orders.len();
             // The next page is read while this one's payments and reservations are.
             let ids: Vec<Uuid> = orders.iter().map(|o| o.id.0).collect();
             let read_next = async {
@@ -151,26 +181,14 @@ impl Reconciler {
             let holdings = holdings?;
             for order in orders {
                 if !check_order(&order, &holdings).is_empty() {
-                    candidates.insert(order.id.0, order);
+                    scan.candidates.insert(order.id.0, order);
                 }
             }
             match read_next {
                 Some(read) => next = read,
-                None => break,
+                None => return Ok(scan),
             }
         }
-        let (payments_checked, mut discrepancies) = self.orphan_payments().await?;
-        let (judged, settling, behind) = self.settle(candidates).await?;
-        discrepancies.extend(judged);
-        discrepancies.sort_by(|a, b| (a.order_id, a.module).cmp(&(b.order_id, b.module)));
-        Ok(Report {
-            orders_checked: settled - settling,
-            orders_in_flight: pending + settling,
-            payments_checked,
-            discrepancies,
-            orders_settling: settling,
-            subscriptions_behind: behind,
-        })
     }
 
     /// The payments and reservations of `ids`, one batch read per module.
