@@ -76,7 +76,16 @@ async fn reconcile(args: &app::config::StorageArgs) -> anyhow::Result<()> {
     ) else {
         anyhow::bail!("reconciliation needs the orders, inventory and payments modules");
     };
-    let report = app::reconcile::reconcile(orders, inventory, payments).await;
+    // No subscription runs here: orders whose events a server (if one runs) has not applied
+    // within the wait are counted as in flight.
+    let reconciler = app::reconcile::Reconciler {
+        orders,
+        inventory,
+        payments,
+        bus: modules.bus.clone(),
+        settle_timeout: app::reconcile::SETTLE_TIMEOUT,
+    };
+    let report = reconciler.run().await;
     modules.close().await;
     let report = report?;
     println!("{}", serde_json::to_string_pretty(&report)?);

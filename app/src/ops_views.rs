@@ -19,7 +19,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::modules::Modules;
-use crate::reconcile::{self, Report};
+use crate::reconcile::{self, Reconciler, Report};
 
 /// The views' routes.
 pub fn router(modules: Modules) -> OpenApiRouter {
@@ -203,7 +203,9 @@ async fn timeline(
 }
 
 /// Compares every settled order with its payment and its stock reservation (through the
-/// module APIs) and lists each disagreement with its order id.
+/// module APIs) and lists each disagreement with its order id. Orders whose events are still
+/// on their way (after a wait of at most 5 s for the subscriptions) are counted as in flight,
+/// not reported.
 #[utoipa::path(
     get, path = "/ops/reconciliation", tag = "operations",
     responses(
@@ -216,13 +218,14 @@ async fn reconciliation(State(modules): State<Modules>) -> Result<axum::Json<Rep
         .inventory
         .clone()
         .ok_or_else(|| Problem::unavailable("inventory"))?;
-    let report = reconcile::reconcile(
-        orders(&modules)?.clone(),
+    let reconciler = Reconciler {
+        orders: orders(&modules)?.clone(),
         inventory,
-        payments(&modules)?.clone(),
-    )
-    .await
-    .map_err(|e| {
+        payments: payments(&modules)?.clone(),
+        bus: modules.bus.clone(),
+        settle_timeout: reconcile::SETTLE_TIMEOUT,
+    };
+    let report = reconciler.run().await.map_err(|e| {
         tracing::warn!(error = %e, "Reconciliation failed.");
         Problem::unavailable(e.module)
     })?;

@@ -97,6 +97,10 @@ impl OrdersApi for FakeOrders {
         }
     }
 
+    async fn get_many(&self, _: &[OrderId]) -> Result<Vec<Order>, OrdersError> {
+        Err(OrdersError::Unavailable("orders"))
+    }
+
     async fn wait_terminal(&self, id: OrderId, _: Duration) -> Result<Order, OrdersError> {
         self.get(id).await
     }
@@ -215,6 +219,10 @@ impl InventoryApi for FakeInventory {
     async fn reservation(&self, _: Uuid) -> Result<Option<Reservation>, InventoryError> {
         Err(InventoryError::Unavailable)
     }
+
+    async fn reservations(&self, _: &[Uuid]) -> Result<Vec<Reservation>, InventoryError> {
+        Err(InventoryError::Unavailable)
+    }
 }
 
 struct FakePayments {
@@ -246,6 +254,10 @@ impl PaymentsApi for FakePayments {
             .filter(|p| filter.order_id.is_none_or(|id| id == p.order_id))
             .collect();
         Ok(Page { items, next: None })
+    }
+
+    async fn payments_of_orders(&self, _: &[Uuid]) -> Result<Vec<Payment>, PaymentsError> {
+        Err(PaymentsError::Unavailable("payments"))
     }
 
     async fn payment(&self, id: PaymentId, _: PointInTime) -> Result<Payment, PaymentsError> {

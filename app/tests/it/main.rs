@@ -23,6 +23,7 @@ mod ops_views;
 mod orders;
 mod read_model;
 mod readiness;
+mod reconciliation;
 mod rejections;
 mod saga;
 mod seed;

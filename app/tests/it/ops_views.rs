@@ -274,3 +274,48 @@ async fn bounded_reconcile_reads_the_databases_and_fails_on_a_discrepancy() {
     assert_eq!(report["discrepancies"][0]["order_id"], placed["id"]);
     assert!(String::from_utf8_lossy(&failing.stderr).contains("1 discrepancies"));
 }
+
+/// `bounded reconcile` against `app`'s databases: its exit code and its report.
+fn reconcile_cli(app: &TestApp) -> (Option<i32>, Value) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_bounded"));
+    command
+        .arg("reconcile")
+        .env("BOUNDED_LOG", "error")
+        .env_remove("BOUNDED_DATABASE_URL");
+    match app.backend() {
+        Backend::Sqlite { data_dir } => command.arg("--data-dir").arg(data_dir),
+        Backend::Postgres { admin_url } => command.args(["--database-url", &admin_url]),
+    };
+    let output = command.output().unwrap();
+    let report = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&output.stderr)));
+    (output.status.code(), report)
+}
+
+both_backends! {
+    async fn bounded_reconcile_counts_unapplied_follow_ups_as_in_flight(app) {
+        let mut app = app;
+        let customer = app.customer("Lag").await;
+        let product = app.product("LAG-1", 100, &[("a", 5)]).await;
+        let placed = app.place(&customer, &[(&product, 2)]).await;
+        let id = placed["id"].as_str().unwrap().to_owned();
+        assert_eq!(app.terminal(&id).await["status"], "CONFIRMED");
+        app.settled().await;
+        // No server delivers events: the cancel is committed, its refund and restock are not.
+        app.stop_delivery().await;
+        app.post(&format!("/orders/{id}/cancel"), json!({})).await.ok(202);
+        let (code, report) = reconcile_cli(&app);
+        assert_eq!(code, Some(0), "{report}");
+        assert_eq!(report["discrepancies"], json!([]), "{report}");
+        assert_eq!((report["orders_checked"].as_i64(), report["orders_in_flight"].as_i64(), report["orders_settling"].as_i64()), (Some(0), Some(1), Some(1)), "{report}");
+        assert_eq!(report["subscriptions_behind"], json!(["inventory<-orders", "payments<-orders"]), "{report}");
+
+        // Delivered: the order is judged, and agrees.
+        app.start_delivery();
+        app.settled().await;
+        let (code, report) = reconcile_cli(&app);
+        assert_eq!(code, Some(0), "{report}");
+        assert_eq!((report["orders_checked"].as_i64(), report["orders_in_flight"].as_i64()), (Some(1), Some(0)), "{report}");
+        assert_eq!(report["subscriptions_behind"], json!([]), "{report}");
+    }
+}

@@ -10,7 +10,7 @@ use shared_kernel::clock;
 use shared_kernel::http::{Page, PageRequest};
 use shared_kernel::messaging::{EventContext, outbox};
 use shared_kernel::storage::idempotency::{self, IdempotencyError, IdempotencyKey};
-use shared_kernel::storage::{ModuleDb, Tx, is_unique_violation};
+use shared_kernel::storage::{IdSet, ModuleDb, Tx, is_unique_violation};
 use shared_kernel::{with_reader, with_tx};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -68,8 +68,9 @@ impl StockRow {
     }
 }
 
-/// One row of the reservation read: the reservation and one of its lines, if it has any.
+/// One row of the reservations read: a reservation and one of its lines, if it has any.
 type ReservationRow = (
+    Uuid,
     String,
     OffsetDateTime,
     OffsetDateTime,
@@ -77,6 +78,17 @@ type ReservationRow = (
     Option<String>,
     Option<i64>,
 );
+
+/// [`InventoryApi::reservations`]: binds the order ids as one [`IdSet`].
+fn reservations_sql(postgres: bool) -> String {
+    format!(
+        "SELECT r.order_id, r.status, r.created_at, r.updated_at, \
+           l.product_id, l.warehouse, l.quantity \
+         FROM reservations r LEFT JOIN reservation_lines l ON l.order_id = r.order_id \
+         WHERE {} ORDER BY r.order_id",
+        IdSet::matches("r.order_id", 1, postgres)
+    )
+}
 
 impl Inventory {
     /// The module over its own database handle.
@@ -354,48 +366,97 @@ impl InventoryApi for Inventory {
     }
 
     async fn reservation(&self, order_id: Uuid) -> Result<Option<Reservation>, InventoryError> {
-        // The reservation and its lines in one snapshot: a single statement on the reader.
-        let rows: Vec<ReservationRow> = with_reader!(self.db.reader()?, |pool| {
-            sqlx::query_as(
-                "SELECT r.status, r.created_at, r.updated_at, l.product_id, l.warehouse, l.quantity \
-                 FROM reservations r LEFT JOIN reservation_lines l ON l.order_id = r.order_id \
-                 WHERE r.order_id = $1",
-            )
-            .bind(order_id)
-            .fetch_all(pool)
-            .await
+        Ok(self.reservations(&[order_id]).await?.pop())
+    }
+
+    async fn reservations(&self, order_ids: &[Uuid]) -> Result<Vec<Reservation>, InventoryError> {
+        if order_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The reservations and their lines in one snapshot: a single statement on the reader.
+        let reader = self.db.reader()?;
+        let sql = reservations_sql(reader.is_postgres());
+        let ids = IdSet(order_ids.to_vec());
+        let rows: Vec<ReservationRow> = with_reader!(reader, |pool| {
+            // Only the placeholder is generated; the ids are bound.
+            sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
+                .bind(&ids)
+                .fetch_all(pool)
+                .await
         })
         .map_err(|e| self.storage(e))?;
-        let Some((status, created_at, updated_at, ..)) = rows.first().cloned() else {
-            return Ok(None);
-        };
-        let status = ReservationStatus::parse(&status).ok_or_else(|| {
-            InventoryError::Unexpected(
-                format!("reservation of order {order_id} has an unknown status {status:?}").into(),
-            )
-        })?;
-        let mut lines: Vec<ReservationLine> = rows
-            .into_iter()
-            .filter_map(|(_, _, _, product_id, warehouse, quantity)| {
-                Some(ReservationLine {
-                    product_id: ProductId(product_id?),
-                    warehouse: warehouse?,
-                    quantity: quantity?,
-                })
-            })
-            .collect();
-        // By product, then warehouse name byte-wise, on both backends.
-        lines.sort_by(|a, b| {
-            a.product_id
-                .cmp(&b.product_id)
-                .then_with(|| a.warehouse.cmp(&b.warehouse))
-        });
-        Ok(Some(Reservation {
-            order_id,
-            status,
-            lines,
-            created_at,
-            updated_at,
-        }))
+        let mut reservations: Vec<Reservation> = Vec::new();
+        for (order_id, status, created_at, updated_at, product_id, warehouse, quantity) in rows {
+            if reservations.last().is_none_or(|r| r.order_id != order_id) {
+                let status = ReservationStatus::parse(&status).ok_or_else(|| {
+                    InventoryError::Unexpected(
+                        format!("reservation of order {order_id} has an unknown status {status:?}")
+                            .into(),
+                    )
+                })?;
+                reservations.push(Reservation {
+                    order_id,
+                    status,
+                    lines: Vec::new(),
+                    created_at,
+                    updated_at,
+                });
+            }
+            if let (Some(reservation), Some(product_id), Some(warehouse), Some(quantity)) =
+                (reservations.last_mut(), product_id, warehouse, quantity)
+            {
+                reservation.lines.push(ReservationLine {
+                    product_id: ProductId(product_id),
+                    warehouse,
+                    quantity,
+                });
+            }
+        }
+        for reservation in &mut reservations {
+            // By product, then warehouse name byte-wise, on both backends.
+            reservation.lines.sort_by(|a, b| {
+                a.product_id
+                    .cmp(&b.product_id)
+                    .then_with(|| a.warehouse.cmp(&b.warehouse))
+            });
+        }
+        Ok(reservations)
+    }
+}
+
+#[cfg(test)]
+mod plan_tests {
+    use shared_kernel::storage::testing::{assert_plan, on_each_backend};
+
+    use super::*;
+
+    /// The batch read of reservations seeks the reservations' and the lines' keys.
+    #[tokio::test]
+    async fn batch_read_uses_the_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        on_each_backend(
+            crate::NAME,
+            &crate::MIGRATIONS,
+            dir.path(),
+            |db| async move {
+                let sql = reservations_sql(db.reader().unwrap().is_postgres());
+                let ids: (&[&str], &[&str]) = (&["uuid[]"], &["ARRAY[gen_random_uuid()]"]);
+                assert_plan(
+                    &db,
+                    &sql,
+                    ids,
+                    &[
+                        "SEARCH r USING INDEX sqlite_autoindex_reservations_1 (order_id=?)",
+                        "SEARCH l USING INDEX sqlite_autoindex_reservation_lines_1 (order_id=?)",
+                    ],
+                    &[
+                        "Index Cond: (order_id = ANY ($1))",
+                        "Index Cond: (order_id = r.order_id)",
+                    ],
+                )
+                .await;
+            },
+        )
+        .await;
     }
 }

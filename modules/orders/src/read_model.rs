@@ -16,7 +16,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::service::equal_filters;
 use async_trait::async_trait;
 use customers_api::events::{CustomerRegistered, CustomerUpdated};
 use orders_api::OrderStatus;
@@ -29,7 +28,7 @@ use shared_kernel::http::{Page, PageRequest};
 use shared_kernel::messaging::{
     Bus, Envelope, EventLog, Handler, IntegrationEvent, Subscription, lock_checkpoint, outbox,
 };
-use shared_kernel::storage::{Migrations, ModuleDb, StorageError, Tx};
+use shared_kernel::storage::{Migrations, ModuleDb, StorageError, Tx, equal_filters};
 use shared_kernel::{with_reader, with_tx};
 use time::OffsetDateTime;
 use tokio::sync::watch;

@@ -16,7 +16,7 @@ use shared_kernel::clock;
 use shared_kernel::http::{FieldError, Page, PageRequest};
 use shared_kernel::messaging::EventContext;
 use shared_kernel::storage::idempotency::{self, IdempotencyError, IdempotencyKey};
-use shared_kernel::storage::{ModuleDb, Tx};
+use shared_kernel::storage::{IdSet, ModuleDb, Tx, equal_filters};
 use shared_kernel::{with_reader, with_tx};
 use time::OffsetDateTime;
 use tokio::sync::broadcast::error::RecvError;
@@ -348,20 +348,17 @@ impl Orders {
     }
 }
 
-/// ` AND customer_id = $2 AND status = $3`: equality filters on the columns whose filter is
-/// set, numbered from `$first`, and the number of the next placeholder. Leaving unset filters
-/// out of the SQL, rather than writing `($2 IS NULL OR customer_id = $2)`, lets SQLite's
-/// planner use the column's index (with the `OR` it walks the primary key).
-pub(crate) fn equal_filters(first: usize, filters: &[(&str, bool)]) -> (String, usize) {
-    let mut sql = String::new();
-    let mut next = first;
-    for (column, set) in filters {
-        if *set {
-            sql.push_str(&format!(" AND {column} = ${next}"));
-            next += 1;
-        }
-    }
-    (sql, next)
+/// [`OrdersApi::get_many`]: binds the ids as one [`IdSet`].
+fn get_many_sql(postgres: bool) -> String {
+    format!(
+        concat!(
+            "SELECT ",
+            order_columns!(),
+            " FROM orders o JOIN order_lines l ON l.order_id = o.id \
+             WHERE {} ORDER BY o.id, l.line_no"
+        ),
+        IdSet::matches("o.id", 1, postgres)
+    )
 }
 
 pub(crate) async fn insert_order(
@@ -484,6 +481,24 @@ impl OrdersApi for Orders {
 
     async fn get(&self, id: OrderId) -> Result<Order, OrdersError> {
         self.read(id).await
+    }
+
+    async fn get_many(&self, ids: &[OrderId]) -> Result<Vec<Order>, OrdersError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let reader = self.db.reader()?;
+        let sql = get_many_sql(reader.is_postgres());
+        let ids = IdSet(ids.iter().map(|id| id.0).collect());
+        let rows: Vec<OrderLineRow> = with_reader!(reader, |pool| {
+            // Only the placeholder is generated; the ids are bound.
+            sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
+                .bind(&ids)
+                .fetch_all(pool)
+                .await
+        })
+        .map_err(|e| self.storage(e))?;
+        orders_from_rows(rows)
     }
 
     async fn wait_terminal(&self, id: OrderId, timeout: Duration) -> Result<Order, OrdersError> {
@@ -630,18 +645,38 @@ impl OrdersApi for Orders {
 }
 
 #[cfg(test)]
-mod filter_tests {
-    use super::equal_filters;
+mod plan_tests {
+    use shared_kernel::storage::testing::{assert_plan, on_each_backend};
 
-    #[test]
-    fn only_set_filters_are_in_the_sql_numbered_in_order() {
-        let both = equal_filters(2, &[("customer_id", true), ("status", true)]);
-        assert_eq!(
-            both,
-            (" AND customer_id = $2 AND status = $3".to_owned(), 4)
-        );
-        let status = equal_filters(2, &[("customer_id", false), ("status", true)]);
-        assert_eq!(status, (" AND status = $2".to_owned(), 3));
-        assert_eq!(equal_filters(2, &[("status", false)]), (String::new(), 2));
+    use super::*;
+
+    /// The batch read of orders seeks the orders' and the lines' keys.
+    #[tokio::test]
+    async fn batch_read_uses_the_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        on_each_backend(
+            crate::NAME,
+            &crate::MIGRATIONS,
+            dir.path(),
+            |db| async move {
+                let sql = get_many_sql(db.reader().unwrap().is_postgres());
+                let ids: (&[&str], &[&str]) = (&["uuid[]"], &["ARRAY[gen_random_uuid()]"]);
+                assert_plan(
+                    &db,
+                    &sql,
+                    ids,
+                    &[
+                        "SEARCH o USING INDEX sqlite_autoindex_orders_1 (id=?)",
+                        "SEARCH l USING INDEX sqlite_autoindex_order_lines_1 (order_id=?)",
+                    ],
+                    &[
+                        "Index Cond: (id = ANY ($1))",
+                        "Index Cond: (order_id = o.id)",
+                    ],
+                )
+                .await;
+            },
+        )
+        .await;
     }
 }

@@ -10,7 +10,7 @@ use payments_api::{
     PaymentStatus, PaymentsApi, PaymentsError, PointInTime, SetCreditLimit,
 };
 use shared_kernel::http::{FieldError, Page, PageRequest};
-use shared_kernel::storage::ModuleDb;
+use shared_kernel::storage::{IdSet, ModuleDb, equal_filters};
 use shared_kernel::{validate, with_reader};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -35,6 +35,10 @@ impl std::fmt::Debug for Payments {
             .finish_non_exhaustive()
     }
 }
+
+/// The columns of a [`PaymentRow`].
+const PAYMENT_COLUMNS: &str =
+    "payment_id, order_id, customer_id, amount_cents, status, version, created_at, updated_at";
 
 #[derive(Debug, sqlx::FromRow)]
 struct PaymentRow {
@@ -181,6 +185,30 @@ impl Payments {
     }
 }
 
+/// `GET /payments`: only the set filters are in the SQL (see [`equal_filters`]), so a lookup by
+/// order or customer seeks its index. Binds the cursor, the set filters, then the limit.
+fn list_sql(filter: PaymentFilter) -> String {
+    let (filters, limit) = equal_filters(
+        2,
+        &[
+            ("order_id", filter.order_id.is_some()),
+            ("customer_id", filter.customer_id.is_some()),
+        ],
+    );
+    format!(
+        "SELECT {PAYMENT_COLUMNS} FROM payment_views \
+         WHERE payment_id > $1{filters} ORDER BY payment_id LIMIT ${limit}"
+    )
+}
+
+/// [`PaymentsApi::payments_of_orders`]: binds the order ids as one [`IdSet`].
+fn of_orders_sql(postgres: bool) -> String {
+    format!(
+        "SELECT {PAYMENT_COLUMNS} FROM payment_views WHERE {} ORDER BY order_id",
+        IdSet::matches("order_id", 1, postgres)
+    )
+}
+
 fn to_dto(event: StoredEvent) -> PaymentEvent {
     PaymentEvent {
         version: event.version,
@@ -226,21 +254,18 @@ impl PaymentsApi for Payments {
         filter: PaymentFilter,
         page: PageRequest,
     ) -> Result<Page<Payment>, PaymentsError> {
+        let sql = list_sql(filter);
         let rows: Vec<PaymentRow> = with_reader!(self.db.reader()?, |pool| {
-            sqlx::query_as(
-                "SELECT payment_id, order_id, customer_id, amount_cents, status, version, \
-                   created_at, updated_at \
-                 FROM payment_views \
-                 WHERE ($1 IS NULL OR order_id = $1) AND ($2 IS NULL OR customer_id = $2) \
-                   AND payment_id > $3 \
-                 ORDER BY payment_id LIMIT $4",
-            )
-            .bind(filter.order_id)
-            .bind(filter.customer_id)
-            .bind(page.after.unwrap_or(Uuid::nil()))
-            .bind(i64::from(page.limit) + 1)
-            .fetch_all(pool)
-            .await
+            // Only placeholders are generated; every value is bound.
+            let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
+                .bind(page.after.unwrap_or(Uuid::nil()));
+            if let Some(order_id) = filter.order_id {
+                query = query.bind(order_id);
+            }
+            if let Some(customer_id) = filter.customer_id {
+                query = query.bind(customer_id);
+            }
+            query.bind(i64::from(page.limit) + 1).fetch_all(pool).await
         })
         .map_err(|e| PaymentsError::from(self.db.classify(e)))?;
         let payments = rows
@@ -248,6 +273,24 @@ impl PaymentsApi for Payments {
             .map(PaymentRow::into_payment)
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Page::from_rows(payments, page, |p| p.id.0))
+    }
+
+    async fn payments_of_orders(&self, order_ids: &[Uuid]) -> Result<Vec<Payment>, PaymentsError> {
+        if order_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let reader = self.db.reader()?;
+        let sql = of_orders_sql(reader.is_postgres());
+        let ids = IdSet(order_ids.to_vec());
+        let rows: Vec<PaymentRow> = with_reader!(reader, |pool| {
+            // Only the placeholder is generated; the ids are bound.
+            sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
+                .bind(&ids)
+                .fetch_all(pool)
+                .await
+        })
+        .map_err(|e| PaymentsError::from(self.db.classify(e)))?;
+        rows.into_iter().map(PaymentRow::into_payment).collect()
     }
 
     async fn payment(&self, id: PaymentId, at: PointInTime) -> Result<Payment, PaymentsError> {
@@ -295,5 +338,56 @@ impl PaymentsApi for Payments {
             return Err(PaymentsError::PaymentNotFound(id));
         }
         Ok(events.into_iter().map(to_dto).collect())
+    }
+}
+
+#[cfg(test)]
+mod plan_tests {
+    use shared_kernel::storage::testing::{assert_plan, on_each_backend};
+
+    use super::*;
+
+    /// Every keyed read of payments seeks an index on both backends, rather than walking the
+    /// table: with `($1 IS NULL OR order_id = $1)` SQLite walked the primary key, and so did
+    /// Postgres's generic plan.
+    #[tokio::test]
+    async fn keyed_reads_use_their_index() {
+        let dir = tempfile::tempdir().unwrap();
+        on_each_backend(crate::NAME, &crate::MIGRATIONS, dir.path(), |db| async move {
+            let postgres = db.reader().unwrap().is_postgres();
+            let nil = Some(Uuid::nil());
+            let list: (&[&str], &[&str]) = (
+                &["uuid", "uuid", "bigint"],
+                &["gen_random_uuid()", "gen_random_uuid()", "51"],
+            );
+            let by_order = PaymentFilter {
+                order_id: nil,
+                customer_id: None,
+            };
+            let order_key =
+                "SEARCH payment_views USING INDEX sqlite_autoindex_payment_views_2 (order_id=?)";
+            assert_plan(&db, &list_sql(by_order), list, &[order_key], &[
+                "Index Cond: (order_id = $2)",
+            ])
+            .await;
+            let by_customer = PaymentFilter {
+                order_id: None,
+                customer_id: nil,
+            };
+            assert_plan(
+                &db,
+                &list_sql(by_customer),
+                list,
+                &["SEARCH payment_views USING INDEX payment_views_by_customer (customer_id=? AND payment_id>?)"],
+                &["Index Cond: ((customer_id = $2) AND (payment_id > $1))"],
+            )
+            .await;
+            let batch: (&[&str], &[&str]) = (&["uuid[]"], &["ARRAY[gen_random_uuid()]"]);
+            assert_plan(&db, &of_orders_sql(postgres), batch, &[order_key], &[
+                "Index Cond: (order_id = ANY ($1))",
+            ])
+            .await;
+        })
+        .await;
     }
 }

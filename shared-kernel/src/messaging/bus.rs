@@ -448,21 +448,68 @@ impl Bus {
                     continue;
                 }
                 previous = None;
-                // Local workers announce each batch; progress made by another process on the
-                // same database is only seen by looking again, hence the short re-check.
-                let recheck = tokio::time::sleep(Duration::from_millis(100));
-                if receivers.is_empty() {
-                    recheck.await;
-                    continue;
-                }
-                let changes = receivers.iter_mut().map(|r| Box::pin(r.changed()));
-                tokio::select! {
-                    _ = futures::future::select_all(changes) => {}
-                    () = recheck => {}
-                }
+                progress(&mut receivers).await;
             }
         };
         tokio::time::timeout(timeout, check).await.is_ok()
+    }
+
+    /// Waits until each subscription named in `targets` has applied its source up to the seq
+    /// given (a head read earlier, say), or `timeout` passes. Returns the names of those that
+    /// had not reached their target by then (empty: all did); a name that is not a local
+    /// subscription never does.
+    ///
+    /// # Errors
+    /// [`StorageError`] when a consumer's checkpoint cannot be read.
+    pub async fn reached(
+        &self,
+        targets: &BTreeMap<String, i64>,
+        timeout: Duration,
+    ) -> Result<Vec<String>, StorageError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let local = self.local();
+        let mut receivers: Vec<_> = {
+            let state = self.read();
+            targets
+                .keys()
+                .filter_map(|name| state.applied.get(name).map(watch::Sender::subscribe))
+                .collect()
+        };
+        loop {
+            let mut behind = Vec::new();
+            for (name, target) in targets {
+                let consumer = local.iter().find(|(s, _, _)| &s.name == name);
+                let reached = match consumer {
+                    Some((_, consumer, _)) => {
+                        subscription::checkpoint(consumer, name).await? >= *target
+                    }
+                    None => false,
+                };
+                if !reached {
+                    behind.push(name.clone());
+                }
+            }
+            if behind.is_empty() || tokio::time::Instant::now() >= deadline {
+                return Ok(behind);
+            }
+            // Past the deadline the wait ends; the next look is the last.
+            let _ = tokio::time::timeout_at(deadline, progress(&mut receivers)).await;
+        }
+    }
+}
+
+/// Resolves when a local worker announces a committed batch, or after a short re-check
+/// interval: progress made by another process on the same database is only seen by looking
+/// again.
+async fn progress(receivers: &mut [watch::Receiver<i64>]) {
+    let recheck = tokio::time::sleep(Duration::from_millis(100));
+    if receivers.is_empty() {
+        return recheck.await;
+    }
+    let changes = receivers.iter_mut().map(|r| Box::pin(r.changed()));
+    tokio::select! {
+        _ = futures::future::select_all(changes) => {}
+        () = recheck => {}
     }
 }
 

@@ -59,6 +59,12 @@ pub enum Reader<'a> {
     Postgres(&'a PgPool),
 }
 
+impl Reader<'_> {
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Reader::Postgres(_))
+    }
+}
+
 /// A write transaction on a module database; see [`with_tx!`](crate::with_tx).
 ///
 /// Committing a transaction that appended to the outbox wakes the module's publisher at once.

@@ -19,6 +19,7 @@ mod config;
 mod handle;
 pub mod idempotency;
 mod postgres;
+mod query;
 mod sqlite;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -27,6 +28,7 @@ use sqlx::migrate::Migrator;
 
 pub use config::{Backend, StorageConfig, redact_password};
 pub use handle::{AppendedEvent, Db, ModuleDb, Reader, Tx, TxConn};
+pub use query::{IdSet, equal_filters};
 
 /// The two migration sets of one module. Both sets use the same version numbers.
 #[derive(Debug)]

@@ -89,6 +89,111 @@ impl Drop for TestDatabase {
     }
 }
 
+/// The plan `db` chooses for `sql`, one step per line: SQLite's `EXPLAIN QUERY PLAN` (its plan
+/// does not depend on the values bound), and on Postgres the *generic* plan of the statement
+/// prepared with parameters of `param_types` (what a cached prepared statement runs whatever
+/// the values), executed with the SQL literals `args`, with sequential scans disabled so that
+/// a small test table does not hide whether an index can serve the statement.
+///
+/// # Panics
+/// When the statement cannot be planned.
+pub async fn query_plan(
+    db: &super::ModuleDb,
+    sql: &str,
+    param_types: &[&str],
+    args: &[&str],
+) -> String {
+    let plan: Vec<String> = match db.reader().expect("the database is open") {
+        super::Reader::Sqlite(pool) => {
+            let rows: Vec<(i64, i64, i64, String)> =
+                sqlx::query_as(AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                    .fetch_all(pool)
+                    .await
+                    .expect("EXPLAIN QUERY PLAN");
+            rows.into_iter().map(|row| row.3).collect()
+        }
+        super::Reader::Postgres(pool) => {
+            let mut tx = pool.begin().await.expect("a Postgres transaction");
+            let prepare = format!(
+                "SET LOCAL plan_cache_mode = force_generic_plan; \
+                 SET LOCAL enable_seqscan = off; \
+                 PREPARE plan_probe ({}) AS {sql}",
+                param_types.join(", ")
+            );
+            sqlx::raw_sql(AssertSqlSafe(prepare))
+                .execute(&mut *tx)
+                .await
+                .expect("PREPARE");
+            let explain = format!("EXPLAIN EXECUTE plan_probe ({})", args.join(", "));
+            let rows: Vec<(String,)> = sqlx::query_as(AssertSqlSafe(explain))
+                .fetch_all(&mut *tx)
+                .await
+                .expect("EXPLAIN EXECUTE");
+            sqlx::raw_sql("DEALLOCATE plan_probe")
+                .execute(&mut *tx)
+                .await
+                .expect("DEALLOCATE");
+            rows.into_iter().map(|row| row.0).collect()
+        }
+    };
+    plan.join("\n")
+}
+
+/// Asserts that the plan of `sql` (see [`query_plan`]) has every step of `sqlite` or of
+/// `postgres`, whichever backend `db` is.
+///
+/// # Panics
+/// When a step is missing, naming the statement and the plan.
+pub async fn assert_plan(
+    db: &super::ModuleDb,
+    sql: &str,
+    (param_types, args): (&[&str], &[&str]),
+    sqlite: &[&str],
+    postgres: &[&str],
+) {
+    let plan = query_plan(db, sql, param_types, args).await;
+    let postgres_db = db.reader().expect("the database is open").is_postgres();
+    for step in if postgres_db { postgres } else { sqlite } {
+        assert!(
+            plan.contains(step),
+            "{step:?} is not in the plan of {sql}:\n{plan}"
+        );
+    }
+}
+
+/// Runs `check` on `module`'s database freshly opened on SQLite (in `sqlite_dir`), then on a
+/// fresh Postgres database when Postgres tests are configured (see [`postgres_url`]).
+///
+/// # Panics
+/// When a database cannot be opened.
+pub async fn on_each_backend<F, Fut>(
+    module: &'static str,
+    migrations: &super::Migrations,
+    sqlite_dir: &std::path::Path,
+    check: F,
+) where
+    F: Fn(super::ModuleDb) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let database = match postgres_url(module) {
+        Some(url) => Some(TestDatabase::create(&url).await),
+        None => None,
+    };
+    let mut configs = vec![super::StorageConfig::sqlite(sqlite_dir)];
+    configs.extend(
+        database
+            .iter()
+            .map(|database| super::StorageConfig::postgres(database.url())),
+    );
+    for config in configs {
+        let db = super::ModuleDb::open(module, migrations, &config)
+            .await
+            .expect("open the module's test database");
+        check(db.clone()).await;
+        db.close().await;
+    }
+}
+
 /// `admin_url` with its database path replaced by `database`.
 fn replace_database(admin_url: &str, database: &str) -> String {
     let (base, query) = match admin_url.split_once('?') {

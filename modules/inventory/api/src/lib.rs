@@ -271,6 +271,15 @@ pub trait InventoryApi: Send + Sync + 'static {
     /// # Errors
     /// - [`InventoryError::Unavailable`] when the module's database is down.
     async fn reservation(&self, order_id: Uuid) -> Result<Option<Reservation>, InventoryError>;
+
+    /// The stock reservations of the orders among `order_ids` that inventory has seen, by
+    /// order id; the others are left out (as [`InventoryApi::reservation`] answers `None`).
+    /// One indexed read for the whole batch (reconciliation looks reservations up a page of
+    /// orders at a time).
+    ///
+    /// # Errors
+    /// - [`InventoryError::Unavailable`] when the module's database is down.
+    async fn reservations(&self, order_ids: &[Uuid]) -> Result<Vec<Reservation>, InventoryError>;
 }
 
 shared_kernel::storage_errors_stop_at_the_boundary!(InventoryError, unavailable: InventoryError::Unavailable);

@@ -251,6 +251,13 @@ pub trait OrdersApi: Send + Sync + 'static {
     /// - [`OrdersError::NotFound`]; [`OrdersError::Unavailable`].
     async fn get(&self, id: OrderId) -> Result<Order, OrdersError>;
 
+    /// Reads the orders among `ids` that exist, in id order; unknown ids are left out. One
+    /// indexed read for the whole batch (reconciliation looks orders up a page at a time).
+    ///
+    /// # Errors
+    /// - [`OrdersError::Unavailable`].
+    async fn get_many(&self, ids: &[OrderId]) -> Result<Vec<Order>, OrdersError>;
+
     /// Reads one order once it is no longer `PENDING`, or as it stands after `timeout`.
     ///
     /// # Errors

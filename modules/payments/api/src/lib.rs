@@ -182,6 +182,14 @@ pub trait PaymentsApi: Send + Sync + 'static {
         page: PageRequest,
     ) -> Result<Page<Payment>, PaymentsError>;
 
+    /// The payments of the orders among `order_ids` that have one, by order id; orders without
+    /// a payment are left out. One indexed read for the whole batch (reconciliation looks
+    /// payments up a page of orders at a time).
+    ///
+    /// # Errors
+    /// - [`PaymentsError::Unavailable`].
+    async fn payments_of_orders(&self, order_ids: &[Uuid]) -> Result<Vec<Payment>, PaymentsError>;
+
     /// Reads a payment, now or as it stood at a version or instant.
     ///
     /// # Errors
