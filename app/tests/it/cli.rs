@@ -259,10 +259,11 @@ fn bench_open_loop_starts_orders_at_the_given_rate() {
     let settled = figures["confirmed"].as_u64().unwrap() + figures["rejected"].as_u64().unwrap();
     assert_eq!(settled, 50, "{figures}");
     // Each latency is its own order's: far below the run's 2 s, which a latency measured when
-    // the run ends (from a start up to 2 s earlier) would reach.
+    // the run ends (from a start up to 2 s earlier, so a p95 near 1.9 s) would reach. The p95
+    // rather than the max, so that one order slowed by a busy machine does not fail the run.
     let latency = &figures["place_to_terminal_ms"];
     assert!(latency["p50"].as_f64().unwrap() > 0.0, "{figures}");
-    assert!(latency["max"].as_f64().unwrap() < 1_500.0, "{figures}");
+    assert!(latency["p95"].as_f64().unwrap() < 1_500.0, "{figures}");
 }
 
 /// The load generator's smoke run, so that it cannot rot: a couple of seconds against the real

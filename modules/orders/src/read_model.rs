@@ -26,7 +26,7 @@ use payments_api::events::{
 use serde::Serialize;
 use shared_kernel::http::{Page, PageRequest};
 use shared_kernel::messaging::{
-    Bus, Envelope, EventLog, Handler, IntegrationEvent, Subscription, lock_checkpoint, outbox,
+    Bus, Envelope, EventLog, Handler, Subscription, lock_checkpoint, outbox,
 };
 use shared_kernel::storage::{Migrations, ModuleDb, StorageError, Tx, equal_filters};
 use shared_kernel::{with_reader, with_tx};
@@ -48,19 +48,14 @@ pub static READ_MIGRATIONS: Migrations = Migrations {
 };
 
 /// The sources the projector follows, in the order a rebuild replays them.
-const SOURCES: [&str; 3] = ["customers", "orders", "payments"];
+const SOURCES: [&str; 3] = [
+    customers_api::MODULE,
+    orders_api::MODULE,
+    payments_api::MODULE,
+];
 
 /// Events per transaction while a rebuild replays a log.
 const REPLAY_BATCH: i64 = 256;
-
-const CUSTOMER_TYPES: &[&str] = &[CustomerRegistered::TYPE, CustomerUpdated::TYPE];
-const PAYMENT_TYPES: &[&str] = &[
-    PaymentAuthorized::TYPE,
-    PaymentDeclined::TYPE,
-    PaymentCaptured::TYPE,
-    PaymentVoided::TYPE,
-    PaymentRefunded::TYPE,
-];
 
 /// The generation a statement writes: `$1` when a rebuild names one, else the active one.
 macro_rules! target_generation {
@@ -513,9 +508,9 @@ impl Handler for Projector {
 
     fn event_types(&self) -> Option<&'static [&'static str]> {
         match self.source {
-            "customers" => Some(CUSTOMER_TYPES),
-            "orders" => Some(orders_api::events::TYPES),
-            "payments" => Some(PAYMENT_TYPES),
+            customers_api::MODULE => Some(customers_api::events::TYPES),
+            orders_api::MODULE => Some(orders_api::events::TYPES),
+            payments_api::MODULE => Some(payments_api::events::TYPES),
             _ => None,
         }
     }
