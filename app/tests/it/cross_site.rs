@@ -52,8 +52,8 @@ impl TestApp {
 
 const REFUSED: [Site; 3] = [Site::CrossSiteFetch, Site::OtherOrigin, Site::NullOrigin];
 
-both_backends! {
-    async fn cross_site_mutations_are_refused_and_change_nothing(app) {
+shared_kernel::both_backends! {
+    async fn cross_site_mutations_are_refused_and_change_nothing(app: crate::support::TestApp) {
         let customer = app.customer("Ada").await;
         let product = app.product("CS-1", 500, &[("east", 5)]).await;
         let order = app.place(&customer, &[(&product, 1)]).await;
@@ -103,7 +103,7 @@ both_backends! {
         assert_eq!(rebuilt.ok(200)["generation"], 2);
     }
 
-    async fn same_origin_and_non_browser_mutations_pass(app) {
+    async fn same_origin_and_non_browser_mutations_pass(app: crate::support::TestApp) {
         for (from, email) in [(Site::SameOrigin, "same@example.com"), (Site::NoBrowser, "curl@example.com")] {
             let answer = app
                 .from(from, Method::POST, "/customers", Some(json!({"name": "Ada", "email": email})))

@@ -111,8 +111,8 @@ fn bad_registrations() -> Vec<(&'static str, String, u16, Option<&'static str>)>
     ]
 }
 
-both_backends! {
-    async fn registering_returns_the_customer_and_it_is_readable_at_once(app) {
+shared_kernel::both_backends! {
+    async fn registering_returns_the_customer_and_it_is_readable_at_once(app: crate::support::TestApp) {
         let customer = register(&app, "  Ada Lovelace ", "Ada@Example.com").await;
         assert_eq!(customer["name"], "Ada Lovelace");
         assert_eq!(customer["email"], "Ada@Example.com");
@@ -123,14 +123,14 @@ both_backends! {
         assert_eq!(app.list_all("/customers").await, vec![customer.clone()]);
     }
 
-    async fn an_email_is_unique_whatever_its_case(app) {
+    async fn an_email_is_unique_whatever_its_case(app: crate::support::TestApp) {
         register(&app, "Ada", "ada@example.com").await;
         let answer = app.post("/customers", json!({"name": "Other", "email": "ADA@example.COM"})).await;
         answer.problem(409);
         assert_eq!(app.list_all("/customers").await.len(), 1);
     }
 
-    async fn an_email_is_one_address_whether_its_accents_are_composed_or_not(app) {
+    async fn an_email_is_one_address_whether_its_accents_are_composed_or_not(app: crate::support::TestApp) {
         let decomposed = register(&app, "Jose\u{301}", "jose\u{301}@example.com").await;
         assert_eq!(decomposed["email"], "jos\u{e9}@example.com");
         assert_eq!(decomposed["name"], "Jos\u{e9}");
@@ -139,7 +139,7 @@ both_backends! {
         assert_eq!(app.list_all("/customers").await.len(), 1);
     }
 
-    async fn bad_registrations_are_refused_and_store_nothing(app) {
+    async fn bad_registrations_are_refused_and_store_nothing(app: crate::support::TestApp) {
         for (case, body, status, field) in bad_registrations() {
             let answer = app.raw(Method::POST, "/customers", Some("application/json"), body).await;
             assert_eq!(answer.status.as_u16(), status, "{case}: {}", answer.body);
@@ -157,13 +157,13 @@ both_backends! {
         assert!(app.list_all("/customers").await.is_empty());
     }
 
-    async fn several_invalid_fields_are_all_named(app) {
+    async fn several_invalid_fields_are_all_named(app: crate::support::TestApp) {
         let answer = app.post("/customers", json!({"name": "", "email": "nope"})).await;
         answer.problem(422);
         assert_eq!(answer.fields(), ["name", "email"]);
     }
 
-    async fn patching_changes_only_the_given_fields(app) {
+    async fn patching_changes_only_the_given_fields(app: crate::support::TestApp) {
         let customer = register(&app, "Ada", "ada@example.com").await;
         let id = customer["id"].as_str().unwrap();
         let renamed = app.json(Method::PATCH, &format!("/customers/{id}"), json!({"name": "Ada King"})).await;
@@ -177,7 +177,7 @@ both_backends! {
         assert_eq!(app.get(&format!("/customers/{id}")).await.ok(200)["name"], "Ada King");
     }
 
-    async fn patching_refuses_bad_input_and_taken_emails(app) {
+    async fn patching_refuses_bad_input_and_taken_emails(app: crate::support::TestApp) {
         let ada = register(&app, "Ada", "ada@example.com").await;
         register(&app, "Bob", "bob@example.com").await;
         let path = format!("/customers/{}", ada["id"].as_str().unwrap());
@@ -189,7 +189,7 @@ both_backends! {
         assert_eq!(app.get(&path).await.ok(200), &ada);
     }
 
-    async fn unknown_and_malformed_ids_are_not_found(app) {
+    async fn unknown_and_malformed_ids_are_not_found(app: crate::support::TestApp) {
         let unknown = uuid::Uuid::now_v7();
         app.get(&format!("/customers/{unknown}")).await.problem(404);
         app.get("/customers/not-a-uuid").await.problem(404);
@@ -197,7 +197,7 @@ both_backends! {
         app.json(Method::PATCH, "/customers/123", json!({"name": "X"})).await.problem(404);
     }
 
-    async fn a_repeated_idempotency_key_returns_the_original_response(app) {
+    async fn a_repeated_idempotency_key_returns_the_original_response(app: crate::support::TestApp) {
         let body = json!({"name": "Ada", "email": "ada@example.com"});
         let first = app.post_with_key("/customers", "key-1", body.clone()).await;
         let first = first.ok(201).clone();
@@ -210,7 +210,7 @@ both_backends! {
         assert_eq!(app.list_all("/customers").await.len(), 1);
     }
 
-    async fn concurrent_first_uses_of_one_key_create_one_customer(app) {
+    async fn concurrent_first_uses_of_one_key_create_one_customer(app: crate::support::TestApp) {
         let body = json!({"name": "Ada", "email": "ada@example.com"});
         let answers = futures::future::join_all(
             (0..8).map(|_| app.post_with_key("/customers", "same-key", body.clone())),
@@ -223,7 +223,7 @@ both_backends! {
         assert_eq!(app.list_all("/customers").await.len(), 1);
     }
 
-    async fn lists_page_with_opaque_cursors(app) {
+    async fn lists_page_with_opaque_cursors(app: crate::support::TestApp) {
         let mut created = Vec::new();
         for i in 0..5 {
             created.push(register(&app, &format!("C{i}"), &format!("c{i}@example.com")).await["id"].clone());

@@ -34,8 +34,8 @@ async fn details(app: &TestApp, order: &Value) -> Value {
         .clone()
 }
 
-both_backends! {
-    async fn a_confirmed_order_has_every_part(app) {
+shared_kernel::both_backends! {
+    async fn a_confirmed_order_has_every_part(app: crate::support::TestApp) {
         let (customer, product, order) = confirmed_order(&app).await;
         let details = details(&app, &order).await;
         assert_eq!(details["order"], order);
@@ -58,7 +58,7 @@ both_backends! {
         }
     }
 
-    async fn unknown_and_malformed_order_ids_are_404(app) {
+    async fn unknown_and_malformed_order_ids_are_404(app: crate::support::TestApp) {
         let unknown = uuid::Uuid::now_v7();
         app.get(&format!("/orders/{unknown}/details")).await.problem(404);
         app.get("/orders/not-a-uuid/details").await.problem(404);

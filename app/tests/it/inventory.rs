@@ -133,8 +133,8 @@ fn bad_products() -> Vec<(&'static str, String, u16, &'static str)> {
     ]
 }
 
-both_backends! {
-    async fn creating_a_product_returns_it_and_it_is_readable_at_once(app) {
+shared_kernel::both_backends! {
+    async fn creating_a_product_returns_it_and_it_is_readable_at_once(app: crate::support::TestApp) {
         let product = create_product(&app, "SKU-1.a_b", 1999).await;
         assert_eq!(product["sku"], "SKU-1.a_b");
         assert_eq!(product["price_cents"], 1999);
@@ -145,13 +145,13 @@ both_backends! {
         bounds.ok(201);
     }
 
-    async fn a_sku_is_unique(app) {
+    async fn a_sku_is_unique(app: crate::support::TestApp) {
         create_product(&app, "A1", 100).await;
         app.post("/products", json!({"sku": "A1", "name": "Again", "price_cents": 5})).await.problem(409);
         assert_eq!(app.list_all("/products").await.len(), 1);
     }
 
-    async fn bad_products_are_refused_and_store_nothing(app) {
+    async fn bad_products_are_refused_and_store_nothing(app: crate::support::TestApp) {
         for (case, body, status, field) in bad_products() {
             let answer = app.raw(Method::POST, "/products", Some("application/json"), body).await;
             assert_eq!(answer.status.as_u16(), status, "{case}: {}", answer.body);
@@ -165,7 +165,7 @@ both_backends! {
         assert!(app.list_all("/products").await.is_empty());
     }
 
-    async fn patching_changes_name_and_price_but_never_the_sku(app) {
+    async fn patching_changes_name_and_price_but_never_the_sku(app: crate::support::TestApp) {
         let product = create_product(&app, "A1", 100).await;
         let path = format!("/products/{}", product["id"].as_str().unwrap());
         let patched = app.json(Method::PATCH, &path, json!({"price_cents": 250})).await;
@@ -182,7 +182,7 @@ both_backends! {
         app.json(Method::PATCH, &format!("/products/{}", uuid::Uuid::now_v7()), json!({"name": "X"})).await.problem(404);
     }
 
-    async fn stock_levels_add_up_in_availability(app) {
+    async fn stock_levels_add_up_in_availability(app: crate::support::TestApp) {
         let product = create_product(&app, "A1", 100).await;
         let id = product["id"].as_str().unwrap();
         let empty = app.get(&format!("/products/{id}/availability")).await;
@@ -199,7 +199,7 @@ both_backends! {
         assert_eq!(names, [json!("East-1"), json!("west")]);
     }
 
-    async fn bad_stock_settings_are_refused_and_change_nothing(app) {
+    async fn bad_stock_settings_are_refused_and_change_nothing(app: crate::support::TestApp) {
         let product = create_product(&app, "A1", 100).await;
         let id = product["id"].as_str().unwrap();
         set_stock(&app, id, "w1", json!(4)).await.ok(200);
@@ -218,7 +218,7 @@ both_backends! {
         assert_eq!(availability.ok(200)["warehouses"].as_array().unwrap().len(), 1);
     }
 
-    async fn on_hand_below_reserved_is_a_conflict(app) {
+    async fn on_hand_below_reserved_is_a_conflict(app: crate::support::TestApp) {
         let product = create_product(&app, "A1", 100).await;
         let id = product["id"].as_str().unwrap();
         set_stock(&app, id, "w1", json!(10)).await.ok(200);
@@ -237,7 +237,7 @@ both_backends! {
         assert_eq!(level.ok(200), &json!({"product_id": id, "warehouse": "w1", "on_hand": 6, "reserved": 6, "available": 0}));
     }
 
-    async fn unknown_products_are_not_found(app) {
+    async fn unknown_products_are_not_found(app: crate::support::TestApp) {
         let unknown = uuid::Uuid::now_v7();
         app.get(&format!("/products/{unknown}")).await.problem(404);
         app.get(&format!("/products/{unknown}/availability")).await.problem(404);
@@ -245,7 +245,7 @@ both_backends! {
         app.get("/products/zzz").await.problem(404);
     }
 
-    async fn a_repeated_idempotency_key_returns_the_original_product(app) {
+    async fn a_repeated_idempotency_key_returns_the_original_product(app: crate::support::TestApp) {
         let body = json!({"sku": "A1", "name": "P", "price_cents": 5});
         let first = app.post_with_key("/products", "k", body.clone()).await.ok(201).clone();
         assert_eq!(app.post_with_key("/products", "k", body).await.ok(201), &first);

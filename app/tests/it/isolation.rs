@@ -3,8 +3,8 @@
 use shared_kernel::storage::Reader;
 use shared_kernel::with_reader;
 
-both_backends! {
-    async fn the_orders_module_cannot_read_inventory_or_customers_tables(app) {
+shared_kernel::both_backends! {
+    async fn the_orders_module_cannot_read_inventory_or_customers_tables(app: crate::support::TestApp) {
         crate::inventory::create_product(&app, "A1", 100).await;
         crate::customers::register(&app, "Ada", "ada@example.com").await;
         let orders = app.db("orders");
@@ -38,7 +38,7 @@ both_backends! {
         }
     }
 
-    async fn each_module_owns_only_its_tables(app) {
+    async fn each_module_owns_only_its_tables(app: crate::support::TestApp) {
         // The customers module's database holds customers and nothing of inventory's.
         let reader = app.db("customers").reader().unwrap();
         let error = with_reader!(reader, |pool| sqlx::query("SELECT * FROM stock_levels").fetch_all(pool).await.map(drop));

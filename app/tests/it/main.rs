@@ -1,7 +1,7 @@
 //! Integration tests of the whole service, one binary (`cargo test -p app --test it`).
 //!
 //! Storage tests run on SQLite always and on Postgres when `BOUNDED_TEST_DATABASE_URL` is set
-//! (each in a fresh database); see `support::both_backends!`.
+//! (each in a fresh database); see `shared_kernel::both_backends!`.
 
 #![allow(clippy::unwrap_used)]
 

@@ -64,8 +64,8 @@ fn uuid_of(value: &Value) -> Uuid {
     value["id"].as_str().unwrap().parse().unwrap()
 }
 
-both_backends! {
-    async fn a_new_and_renamed_customer_reaches_orders_and_opens_an_account(app) {
+shared_kernel::both_backends! {
+    async fn a_new_and_renamed_customer_reaches_orders_and_opens_an_account(app: crate::support::TestApp) {
         let ada = register(&app, "Ada", "ada@example.com").await;
         let id = uuid_of(&ada);
         let renamed = app.json(Method::PATCH, &format!("/customers/{id}"), json!({"name": "Ada King"})).await;
@@ -96,7 +96,7 @@ both_backends! {
         }
     }
 
-    async fn events_committed_while_delivery_is_stopped_are_delivered_after_restart(app) {
+    async fn events_committed_while_delivery_is_stopped_are_delivered_after_restart(app: crate::support::TestApp) {
         let mut app = app;
         app.stop_delivery().await;
         let ada = register(&app, "Ada", "ada@example.com").await;
@@ -113,7 +113,7 @@ both_backends! {
         assert_eq!(accounts(&app).await, vec![(uuid_of(&ada), 1_000_000, 1)]);
     }
 
-    async fn rewinding_to_zero_redelivers_without_repeating_effects(app) {
+    async fn rewinding_to_zero_redelivers_without_repeating_effects(app: crate::support::TestApp) {
         for i in 0..3 {
             register(&app, &format!("C{i}"), &format!("c{i}@example.com")).await;
         }
@@ -142,7 +142,7 @@ both_backends! {
         app.json(Method::POST, "/ops/subscriptions/orders%3C-customers/rewind", json!({"seq": 0})).await.problem(422);
     }
 
-    async fn a_handler_that_fails_after_writing_rolls_back_and_applies_once_on_retry(app) {
+    async fn a_handler_that_fails_after_writing_rolls_back_and_applies_once_on_retry(app: crate::support::TestApp) {
         let mut app = app;
         // A second subscription of orders to customers whose handler writes, then fails on
         // its first attempt. Were the failed batch not rolled back, the retry's insert would
@@ -378,8 +378,8 @@ async fn poison_scenario(app: &TestApp) -> (Uuid, Uuid) {
     (poison, fine)
 }
 
-both_backends! {
-    async fn a_poison_event_is_parked_and_blocks_only_its_aggregate_until_retried(app) {
+shared_kernel::both_backends! {
+    async fn a_poison_event_is_parked_and_blocks_only_its_aggregate_until_retried(app: crate::support::TestApp) {
         let mut app = app;
         let poisoned = with_poisonable(&mut app).await;
         let (poison, fine) = poison_scenario(&app).await;
@@ -424,7 +424,7 @@ both_backends! {
         app.post("/ops/dead-letters/not-an-id/discard", json!({})).await.problem(404);
     }
 
-    async fn discarding_a_parked_event_releases_the_events_behind_it(app) {
+    async fn discarding_a_parked_event_releases_the_events_behind_it(app: crate::support::TestApp) {
         let mut app = app;
         let poisoned = with_poisonable(&mut app).await;
         let (poison, _) = poison_scenario(&app).await;
@@ -511,8 +511,8 @@ async fn two_processes_on_one_postgres_database_handle_every_event_exactly_once(
     second.stop_delivery().await;
 }
 
-both_backends! {
-    async fn events_of_one_aggregate_apply_in_commit_order_under_concurrent_producers(app) {
+shared_kernel::both_backends! {
+    async fn events_of_one_aggregate_apply_in_commit_order_under_concurrent_producers(app: crate::support::TestApp) {
         let ada = uuid_of(&register(&app, "Ada", "ada@example.com").await);
         let path = format!("/customers/{ada}");
         // Many concurrent renames of one customer, interleaved with other customers' events.
@@ -579,8 +579,8 @@ async fn outbox_seqs(app: &TestApp, module: &str) -> Vec<i64> {
     rows.into_iter().map(|(seq,)| seq).collect()
 }
 
-both_backends! {
-    async fn pruning_never_drops_an_event_a_subscription_has_not_processed(app) {
+shared_kernel::both_backends! {
+    async fn pruning_never_drops_an_event_a_subscription_has_not_processed(app: crate::support::TestApp) {
         let mut app = app;
         for i in 0..3 {
             register(&app, &format!("C{i}"), &format!("c{i}@example.com")).await;
@@ -612,8 +612,8 @@ both_backends! {
     }
 }
 
-both_backends! {
-    async fn events_carry_the_request_trace_context_and_their_causes(app) {
+shared_kernel::both_backends! {
+    async fn events_carry_the_request_trace_context_and_their_causes(app: crate::support::TestApp) {
         let request_id = Uuid::now_v7();
         let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         let request = axum::http::Request::builder()
@@ -636,8 +636,8 @@ both_backends! {
     }
 }
 
-both_backends! {
-    async fn commits_announce_what_they_appended_and_rollbacks_announce_nothing(app) {
+shared_kernel::both_backends! {
+    async fn commits_announce_what_they_appended_and_rollbacks_announce_nothing(app: crate::support::TestApp) {
         use customers_api::events::CustomerUpdated;
         use shared_kernel::messaging::{EventContext, outbox};
         let db = app.db("customers").clone();
@@ -695,8 +695,8 @@ async fn place_and_settle(app: &TestApp, customer: &str, product: &str) -> Value
     app.terminal(order["id"].as_str().unwrap()).await
 }
 
-both_backends! {
-    async fn a_rewind_never_moves_a_checkpoint_forward(app) {
+shared_kernel::both_backends! {
+    async fn a_rewind_never_moves_a_checkpoint_forward(app: crate::support::TestApp) {
         let customer = app.customer("Rhea Wind").await;
         let product = app.product("RW-1", 100, &[("main", 10)]).await;
         assert_eq!(place_and_settle(&app, &customer, &product).await["status"], "CONFIRMED");
@@ -737,7 +737,7 @@ both_backends! {
         }
     }
 
-    async fn a_checkpoint_left_past_the_head_shows_no_negative_lag_and_can_be_rewound(app) {
+    async fn a_checkpoint_left_past_the_head_shows_no_negative_lag_and_can_be_rewound(app: crate::support::TestApp) {
         let mut app = app;
         let ada = register(&app, "Ada", "ada@example.com").await;
         app.settled().await;

@@ -96,8 +96,8 @@ async fn remove_capture_failure(app: &TestApp) {
     tx.commit().await.unwrap();
 }
 
-both_backends! {
-    async fn sagas_are_listed_with_state_deadline_and_history(app) {
+shared_kernel::both_backends! {
+    async fn sagas_are_listed_with_state_deadline_and_history(app: crate::support::TestApp) {
         let mut app = app;
         let customer = app.customer("Sage").await;
         let product = app.product("SAGA-1", 100, &[("a", 1)]).await;
@@ -134,7 +134,7 @@ both_backends! {
         app.settled().await;
     }
 
-    async fn timelines_show_every_module_s_events_about_an_order_in_causal_order(app) {
+    async fn timelines_show_every_module_s_events_about_an_order_in_causal_order(app: crate::support::TestApp) {
         let customer = app.customer("Tim").await;
         let product = app.product("TL-1", 250, &[("a", 3)]).await;
 
@@ -183,7 +183,7 @@ both_backends! {
         app.get("/ops/timeline/x").await.problem(404);
     }
 
-    async fn reconciliation_is_clean_on_a_healthy_run_and_reports_a_parked_capture(app) {
+    async fn reconciliation_is_clean_on_a_healthy_run_and_reports_a_parked_capture(app: crate::support::TestApp) {
         let customer = app.customer("Rec").await;
         let product = app.product("REC-1", 1_000, &[("a", 3)]).await;
         let mut orders = Vec::new();
@@ -292,8 +292,8 @@ fn reconcile_cli(app: &TestApp) -> (Option<i32>, Value) {
     (output.status.code(), report)
 }
 
-both_backends! {
-    async fn bounded_reconcile_counts_unapplied_follow_ups_as_in_flight(app) {
+shared_kernel::both_backends! {
+    async fn bounded_reconcile_counts_unapplied_follow_ups_as_in_flight(app: crate::support::TestApp) {
         let mut app = app;
         let customer = app.customer("Lag").await;
         let product = app.product("LAG-1", 100, &[("a", 5)]).await;

@@ -100,8 +100,8 @@ fn bad_orders(customer: &str, product: &str) -> Vec<(&'static str, String, u16, 
     ]
 }
 
-both_backends! {
-    async fn bad_orders_are_refused_with_the_field_and_store_nothing(app) {
+shared_kernel::both_backends! {
+    async fn bad_orders_are_refused_with_the_field_and_store_nothing(app: crate::support::TestApp) {
         let customer = app.customer("Val Idate").await;
         let product = app.product("VAL-1", 100, &[("a", 5)]).await;
         for (case, body, status, field) in bad_orders(&customer, &product) {
@@ -120,7 +120,7 @@ both_backends! {
         assert_eq!(app.stock(&product).await, (5, 0));
     }
 
-    async fn a_placed_order_is_readable_at_once_with_catalog_data_copied(app) {
+    async fn a_placed_order_is_readable_at_once_with_catalog_data_copied(app: crate::support::TestApp) {
         let customer = app.customer("Reader").await;
         let a = app.product("COPY-A", 250, &[("a", 10)]).await;
         let b = app.product("COPY-B", 1_000, &[("a", 10)]).await;
@@ -141,7 +141,7 @@ both_backends! {
         assert_eq!(after["total_cents"], 1_500);
     }
 
-    async fn order_reads_and_lists_validate_their_parameters(app) {
+    async fn order_reads_and_lists_validate_their_parameters(app: crate::support::TestApp) {
         app.get("/orders/not-a-uuid").await.problem(404);
         app.get(&format!("/orders/{}", uuid::Uuid::now_v7())).await.problem(404);
         app.get(&format!("/orders/{}?wait=terminal", uuid::Uuid::now_v7())).await.problem(404);
@@ -198,7 +198,7 @@ both_backends! {
         }
     }
 
-    async fn a_repeated_idempotency_key_returns_the_original_order(app) {
+    async fn a_repeated_idempotency_key_returns_the_original_order(app: crate::support::TestApp) {
         let customer = app.customer("Repeat").await;
         let product = app.product("IDEM-1", 100, &[("a", 100)]).await;
         let body = order_body(&customer, &[(&product, 1)]);

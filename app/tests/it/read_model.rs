@@ -99,8 +99,8 @@ impl TestApp {
     }
 }
 
-both_backends! {
-    async fn summaries_follow_orders_and_payments(app) {
+shared_kernel::both_backends! {
+    async fn summaries_follow_orders_and_payments(app: crate::support::TestApp) {
         let customer = app.customer("Sum Ada").await;
         let product = app.product("SUM-1", 1_250, &[("a", 10)]).await;
         let other = app.product("SUM-2", 100, &[("a", 2)]).await;
@@ -159,7 +159,7 @@ both_backends! {
         assert!(ready.body["modules"].get("orders_read").is_none(), "{}", ready.body);
     }
 
-    async fn summaries_filter_and_page(app) {
+    async fn summaries_filter_and_page(app: crate::support::TestApp) {
         let ann = app.customer("Page Ann").await;
         let ben = app.customer("Page Ben").await;
         let product = app.product("PAGE-1", 100, &[("a", 1_000)]).await;
@@ -197,7 +197,7 @@ both_backends! {
         assert_eq!(none.ok(200)["items"], json!([]));
     }
 
-    async fn bad_summary_queries_are_422_naming_the_field(app) {
+    async fn bad_summary_queries_are_422_naming_the_field(app: crate::support::TestApp) {
         for (query, field) in [
             ("customer_id=nope", "customer_id"),
             ("status=SHIPPED", "status"),
@@ -215,7 +215,7 @@ both_backends! {
         assert_eq!(answer.fields().len(), 2);
     }
 
-    async fn a_rename_reaches_every_summary_of_the_customer(app) {
+    async fn a_rename_reaches_every_summary_of_the_customer(app: crate::support::TestApp) {
         let customer = app.customer("Old Name").await;
         let bystander = app.customer("Bystander").await;
         let product = app.product("REN-1", 100, &[("a", 100)]).await;
@@ -248,7 +248,7 @@ both_backends! {
         app.assert_summaries_agree().await;
     }
 
-    async fn a_rebuild_reproduces_the_summaries_and_reads_keep_working(app) {
+    async fn a_rebuild_reproduces_the_summaries_and_reads_keep_working(app: crate::support::TestApp) {
         let customer = app.customer("Rebuild Ann").await;
         let product = app.product("REB-1", 700, &[("a", 5)]).await;
         let first = app.place(&customer, &[(&product, 2)]).await;

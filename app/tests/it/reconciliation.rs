@@ -68,8 +68,8 @@ async fn plant_released_reservation(app: &TestApp, customer: &str, product: &str
     id
 }
 
-both_backends! {
-    async fn reconciliation_during_load_reports_only_real_discrepancies(app) {
+shared_kernel::both_backends! {
+    async fn reconciliation_during_load_reports_only_real_discrepancies(app: crate::support::TestApp) {
         let app = Arc::new(app);
         let customer = app.customer("Load").await;
         let product = app.product("LOAD-1", 100, &[("a", 1_000_000)]).await;

@@ -14,8 +14,8 @@ use shared_kernel::messaging::{EventContext, outbox};
 use crate::shop::steps;
 use crate::support::{Kind, TestApp};
 
-both_backends! {
-    async fn an_order_with_stock_and_credit_is_confirmed_and_settles_stock_and_money(app) {
+shared_kernel::both_backends! {
+    async fn an_order_with_stock_and_credit_is_confirmed_and_settles_stock_and_money(app: crate::support::TestApp) {
         let customer = app.customer("Ada").await;
         let product = app.product("CONF-1", 1_250, &[("a", 10)]).await;
         let placed = app.place(&customer, &[(&product, 3)]).await;
@@ -49,7 +49,7 @@ both_backends! {
         assert!(metrics.contains("bounded_saga_duration_seconds"), "{metrics}");
     }
 
-    async fn an_order_beyond_stock_is_rejected_out_of_stock_and_holds_nothing(app) {
+    async fn an_order_beyond_stock_is_rejected_out_of_stock_and_holds_nothing(app: crate::support::TestApp) {
         let customer = app.customer("Bob").await;
         let product = app.product("OOS-1", 100, &[("a", 4), ("b", 6)]).await;
         let other = app.product("OOS-2", 100, &[("a", 5)]).await;
@@ -67,7 +67,7 @@ both_backends! {
         }
     }
 
-    async fn an_order_beyond_credit_is_rejected_payment_declined_and_releases_stock(app) {
+    async fn an_order_beyond_credit_is_rejected_payment_declined_and_releases_stock(app: crate::support::TestApp) {
         let customer = app.customer("Cy").await;
         let product = app.product("DECL-1", 1_000, &[("a", 10)]).await;
         app.credit_limit(&customer, 2_999).await;
@@ -82,7 +82,7 @@ both_backends! {
         assert_eq!(app.payment_of(id).await.unwrap()["status"], "DECLINED");
     }
 
-    async fn cancelling_a_pending_order_releases_the_stock_and_voids_the_payment(app) {
+    async fn cancelling_a_pending_order_releases_the_stock_and_voids_the_payment(app: crate::support::TestApp) {
         let mut app = app;
         let customer = app.customer("Dee").await;
         let product = app.product("CANP-1", 500, &[("a", 10)]).await;
@@ -107,7 +107,7 @@ both_backends! {
         assert_eq!(history.len(), 4, "both replies arrive late and are recorded: {history:?}");
     }
 
-    async fn cancelling_a_confirmed_order_restocks_and_refunds(app) {
+    async fn cancelling_a_confirmed_order_restocks_and_refunds(app: crate::support::TestApp) {
         let customer = app.customer("Eve").await;
         let product = app.product("CANC-1", 700, &[("a", 2), ("b", 3)]).await;
         let placed = app.place(&customer, &[(&product, 4)]).await;
@@ -126,7 +126,7 @@ both_backends! {
         assert_eq!(app.payment_of(id).await.unwrap()["status"], "REFUNDED");
     }
 
-    async fn cancel_twice_returns_the_cancelled_order_and_a_rejected_order_cannot_be_cancelled(app) {
+    async fn cancel_twice_returns_the_cancelled_order_and_a_rejected_order_cannot_be_cancelled(app: crate::support::TestApp) {
         let customer = app.customer("Fay").await;
         let product = app.product("TWICE-1", 100, &[("a", 1)]).await;
         let first = app.place(&customer, &[(&product, 1)]).await;
@@ -149,7 +149,7 @@ both_backends! {
         assert_eq!(app.account(&customer).await["outstanding_cents"], 0);
     }
 
-    async fn duplicate_and_late_participant_events_change_nothing(app) {
+    async fn duplicate_and_late_participant_events_change_nothing(app: crate::support::TestApp) {
         let customer = app.customer("Gus").await;
         let product = app.product("DUP-1", 300, &[("a", 10)]).await;
         let placed = app.place(&customer, &[(&product, 2)]).await;
@@ -200,7 +200,7 @@ both_backends! {
         assert_eq!(ignored.len(), 2, "{:?}", saga.steps);
     }
 
-    async fn forty_customers_racing_for_ten_units_confirm_exactly_ten(app) {
+    async fn forty_customers_racing_for_ten_units_confirm_exactly_ten(app: crate::support::TestApp) {
         let product = app.product("RACE-1", 1_000, &[("east", 6), ("west", 4)]).await;
         let customers = join_all((0..40).map(|i| {
             let app = &app;
@@ -221,7 +221,7 @@ both_backends! {
         }
     }
 
-    async fn twenty_concurrent_orders_against_credit_for_five_confirm_exactly_five(app) {
+    async fn twenty_concurrent_orders_against_credit_for_five_confirm_exactly_five(app: crate::support::TestApp) {
         let customer = app.customer("Spender").await;
         let product = app.product("CRED-1", 2_000, &[("a", 1_000)]).await;
         app.credit_limit(&customer, 5 * 2_000).await;

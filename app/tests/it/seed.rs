@@ -52,8 +52,8 @@ async fn on_hand(app: &TestApp, products: &[String]) -> i64 {
     total
 }
 
-both_backends! {
-    async fn seeded_history_agrees_across_modules_and_the_shop_keeps_working(app) {
+shared_kernel::both_backends! {
+    async fn seeded_history_agrees_across_modules_and_the_shop_keeps_working(app: crate::support::TestApp) {
         let mut customers = Vec::new();
         for i in 0..3 {
             let customer = app.customer(&format!("History {i}")).await;
@@ -131,13 +131,13 @@ both_backends! {
         assert_eq!(answer.ok(200)["discrepancies"], json!([]));
     }
 
-    async fn seeding_history_needs_a_catalog(app) {
+    async fn seeding_history_needs_a_catalog(app: crate::support::TestApp) {
         let error = app::seed::seed(&app.modules, &args(10, 10)).await.unwrap_err();
         assert!(format!("{error:#}").contains("catalog is empty"), "{error:#}");
         assert!(app.list_all("/orders").await.is_empty());
     }
 
-    async fn history_beyond_the_stock_fails_without_writing(app) {
+    async fn history_beyond_the_stock_fails_without_writing(app: crate::support::TestApp) {
         let customer = app.customer("Scarce").await;
         app.credit_limit(&customer, 1_000_000_000).await;
         let product = app.product("SCARCE-1", 100, &[("a", 5)]).await;

@@ -20,31 +20,6 @@ pub enum Kind {
     Postgres,
 }
 
-/// Runs each test body once per backend: `<name>::sqlite` and `<name>::postgres`.
-macro_rules! both_backends {
-    ($(async fn $name:ident($app:ident) $body:block)*) => {
-        $(
-            mod $name {
-                #[allow(unused_imports)]
-                use super::*;
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() {
-                    let $app = $crate::support::TestApp::spawn($crate::support::Kind::Sqlite, stringify!($name)).await.unwrap();
-                    $body
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() {
-                    if let Some($app) = $crate::support::TestApp::spawn($crate::support::Kind::Postgres, stringify!($name)).await {
-                        $body
-                    }
-                }
-            }
-        )*
-    };
-}
-
 /// One answer, with its body parsed as JSON when it is JSON.
 #[derive(Debug)]
 pub struct Answer {
@@ -375,4 +350,17 @@ pub fn read_log_until_url(
         }
     };
     (reader, lines, url)
+}
+
+impl shared_kernel::storage::testing::OnBackend for TestApp {
+    async fn on_backend(
+        backend: shared_kernel::storage::testing::TestBackend,
+        test: &'static str,
+    ) -> Option<Self> {
+        let kind = match backend {
+            shared_kernel::storage::testing::TestBackend::Sqlite => Kind::Sqlite,
+            shared_kernel::storage::testing::TestBackend::Postgres => Kind::Postgres,
+        };
+        TestApp::spawn(kind, test).await
+    }
 }

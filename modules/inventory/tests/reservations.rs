@@ -27,29 +27,16 @@ use tempfile::TempDir;
 use tower::ServiceExt as _;
 use uuid::Uuid;
 
-/// Runs each test body once per backend: `<name>::sqlite` and `<name>::postgres`.
-macro_rules! both_backends {
-    ($(async fn $name:ident($fx:ident) $body:block)*) => {
-        $(
-            mod $name {
-                #[allow(unused_imports)]
-                use super::*;
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn sqlite() {
-                    let $fx = Fixture::sqlite().await;
-                    $body
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn postgres() {
-                    if let Some($fx) = Fixture::postgres(stringify!($name)).await {
-                        $body
-                    }
-                }
-            }
-        )*
-    };
+impl shared_kernel::storage::testing::OnBackend for Fixture {
+    async fn on_backend(
+        backend: shared_kernel::storage::testing::TestBackend,
+        test: &'static str,
+    ) -> Option<Self> {
+        match backend {
+            shared_kernel::storage::testing::TestBackend::Sqlite => Some(Fixture::sqlite().await),
+            shared_kernel::storage::testing::TestBackend::Postgres => Fixture::postgres(test).await,
+        }
+    }
 }
 
 /// The inventory module on a fresh database.
@@ -229,8 +216,8 @@ fn order_event(kind: &str, order: OrderId) -> (String, Value) {
     (format!("inventory.{kind}"), json!({"order_id": order}))
 }
 
-both_backends! {
-    async fn draws_from_the_warehouses_with_most_available_first(fx) {
+shared_kernel::both_backends! {
+    async fn draws_from_the_warehouses_with_most_available_first(fx: Fixture) {
         let p = fx.product("P-1").await;
         fx.stock(p, "north", 2).await;
         fx.stock(p, "south", 5).await;
@@ -267,7 +254,7 @@ both_backends! {
         assert!(fx.inventory.reservation(Uuid::now_v7()).await.unwrap().is_none());
     }
 
-    async fn ties_go_to_the_warehouse_name_first_byte_wise(fx) {
+    async fn ties_go_to_the_warehouse_name_first_byte_wise(fx: Fixture) {
         let p = fx.product("P-1").await;
         fx.stock(p, "b", 3).await;
         fx.stock(p, "a", 3).await;
@@ -291,7 +278,7 @@ both_backends! {
         );
     }
 
-    async fn an_order_is_reserved_whole_or_not_at_all(fx) {
+    async fn an_order_is_reserved_whole_or_not_at_all(fx: Fixture) {
         let p = fx.product("P-1").await;
         let q = fx.product("Q-1").await;
         fx.stock(p, "a", 5).await;
@@ -328,7 +315,7 @@ both_backends! {
         assert_eq!(fx.levels(q).await, levels(&[("a", 1, 1), ("b", 2, 2)]));
     }
 
-    async fn unknown_products_and_products_without_stock_fail(fx) {
+    async fn unknown_products_and_products_without_stock_fail(fx: Fixture) {
         let p = fx.product("P-1").await;
         fx.stock(p, "a", 5).await;
         let bare = fx.product("BARE").await;
@@ -354,7 +341,7 @@ both_backends! {
         assert_eq!(fx.levels(p).await, levels(&[("a", 5, 0)]));
     }
 
-    async fn commit_takes_the_units_and_cancel_restocks_the_same_warehouses(fx) {
+    async fn commit_takes_the_units_and_cancel_restocks_the_same_warehouses(fx: Fixture) {
         let p = fx.product("P-1").await;
         fx.stock(p, "a", 4).await;
         fx.stock(p, "b", 3).await;
@@ -380,7 +367,7 @@ both_backends! {
         );
     }
 
-    async fn rejection_and_cancellation_release_held_units(fx) {
+    async fn rejection_and_cancellation_release_held_units(fx: Fixture) {
         let p = fx.product("P-1").await;
         fx.stock(p, "a", 10).await;
         let rejected_order = OrderId::generate();
@@ -413,7 +400,7 @@ both_backends! {
         );
     }
 
-    async fn duplicates_and_events_for_unknown_orders_change_nothing(fx) {
+    async fn duplicates_and_events_for_unknown_orders_change_nothing(fx: Fixture) {
         let p = fx.product("P-1").await;
         fx.stock(p, "a", 10).await;
         let order = OrderId::generate();
@@ -463,7 +450,7 @@ both_backends! {
         );
     }
 
-    async fn stock_cannot_be_set_below_what_is_reserved(fx) {
+    async fn stock_cannot_be_set_below_what_is_reserved(fx: Fixture) {
         let p = fx.product("P-1").await;
         fx.stock(p, "a", 8).await;
         fx.stock(p, "b", 2).await;
@@ -499,7 +486,7 @@ both_backends! {
         assert_eq!(fx.levels(p).await, levels(&[("a", 4, 0), ("b", 0, 0)]));
     }
 
-    async fn reservations_are_served_over_http(fx) {
+    async fn reservations_are_served_over_http(fx: Fixture) {
         let p = fx.product("P-1").await;
         fx.stock(p, "a", 5).await;
         let order = OrderId::generate();
@@ -534,7 +521,7 @@ both_backends! {
         assert_eq!(body["status"], 404);
     }
 
-    async fn concurrent_twins_of_one_event_reserve_once(fx) {
+    async fn concurrent_twins_of_one_event_reserve_once(fx: Fixture) {
         let p = fx.product("P-1").await;
         fx.stock(p, "a", 100).await;
         let order = OrderId::generate();
@@ -565,7 +552,7 @@ both_backends! {
         );
     }
 
-    async fn concurrent_orders_and_stock_changes_never_oversell(fx) {
+    async fn concurrent_orders_and_stock_changes_never_oversell(fx: Fixture) {
         const ORDERS: usize = 60;
         let p = fx.product("P-1").await;
         fx.stock(p, "a", 12).await;

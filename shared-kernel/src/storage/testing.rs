@@ -9,6 +9,67 @@ use std::str::FromStr;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
+/// The two backends every storage test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestBackend {
+    Sqlite,
+    Postgres,
+}
+
+/// A test fixture [`both_backends!`](crate::both_backends) builds afresh for each backend.
+pub trait OnBackend: Sized {
+    /// The fixture of test `test` on `backend`, or `None` when that backend's tests are not
+    /// configured (Postgres without `BOUNDED_TEST_DATABASE_URL`: see [`postgres_url`]). SQLite
+    /// needs nothing, so it always gives `Some`.
+    fn on_backend(backend: TestBackend, test: &'static str) -> impl Future<Output = Option<Self>>;
+}
+
+/// Runs each test body once per backend, as `<name>::sqlite` and `<name>::postgres`, with a
+/// fixture of the declared type built by its [`OnBackend`] (a Postgres test is skipped, loudly,
+/// without `BOUNDED_TEST_DATABASE_URL`, and fails with `BOUNDED_REQUIRE_POSTGRES=1`). The one
+/// copy every crate's tests use:
+///
+/// ```text
+/// shared_kernel::both_backends! {
+///     async fn orders_are_listed(app: TestApp) { /* … */ }
+/// }
+/// ```
+#[macro_export]
+macro_rules! both_backends {
+    ($(async fn $name:ident($fixture:ident: $type:ty) $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn sqlite() {
+                    let $fixture = <$type as $crate::storage::testing::OnBackend>::on_backend(
+                        $crate::storage::testing::TestBackend::Sqlite,
+                        stringify!($name),
+                    )
+                    .await
+                    .expect("SQLite tests need nothing");
+                    $body
+                }
+
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn postgres() {
+                    if let Some($fixture) =
+                        <$type as $crate::storage::testing::OnBackend>::on_backend(
+                            $crate::storage::testing::TestBackend::Postgres,
+                            stringify!($name),
+                        )
+                        .await
+                    {
+                        $body
+                    }
+                }
+            }
+        )*
+    };
+}
+
 /// The admin URL for Postgres tests, or `None` (after saying so) when they are not configured.
 ///
 /// # Panics

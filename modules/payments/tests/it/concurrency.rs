@@ -6,7 +6,7 @@ use std::sync::Arc;
 use payments_api::{PaymentStatus, PaymentsApi, SetCreditLimit};
 use uuid::Uuid;
 
-use crate::support::{Env, both_backends, deliver, placed, types};
+use crate::support::{Env, deliver, placed, types};
 
 /// Runs `n` authorizations of `amount` for `customer` at once, each in its own transaction.
 fn authorizations(
@@ -28,8 +28,8 @@ fn authorizations(
         .collect()
 }
 
-both_backends! {
-    async fn twenty_concurrent_authorizations_fit_five(kind) {
+shared_kernel::both_backends! {
+    async fn twenty_concurrent_authorizations_fit_five(kind: crate::support::Kind) {
         let env = Arc::new(Env::new(kind, "twenty_concurrent_authorizations_fit_five").await);
         let customer = env.customer();
         env.payments.set_credit_limit(customer, SetCreditLimit { credit_limit_cents: 500 }).await.unwrap();
@@ -56,7 +56,7 @@ both_backends! {
         eprintln!("{kind:?}: {} version conflicts retried", env.payments.conflicts_retried());
     }
 
-    async fn limit_changes_race_with_authorizations(kind) {
+    async fn limit_changes_race_with_authorizations(kind: crate::support::Kind) {
         let env = Arc::new(Env::new(kind, "limit_changes_race_with_authorizations").await);
         let customer = env.customer();
         env.payments.set_credit_limit(customer, SetCreditLimit { credit_limit_cents: 500 }).await.unwrap();

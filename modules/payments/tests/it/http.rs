@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tower::ServiceExt as _;
 use uuid::Uuid;
 
-use crate::support::{Env, both_backends};
+use crate::support::Env;
 
 struct Client {
     router: Router,
@@ -76,8 +76,8 @@ impl Client {
     }
 }
 
-both_backends! {
-    async fn accounts_over_http(kind) {
+shared_kernel::both_backends! {
+    async fn accounts_over_http(kind: crate::support::Kind) {
         let env = Env::new(kind, "accounts_over_http").await;
         let client = Client::new(&env);
         let customer = env.customer();
@@ -118,7 +118,7 @@ both_backends! {
         assert_eq!((status, read), (StatusCode::OK, body));
     }
 
-    async fn payments_over_http(kind) {
+    async fn payments_over_http(kind: crate::support::Kind) {
         let env = Env::new(kind, "payments_over_http").await;
         let client = Client::new(&env);
         let (customer, order) = (env.customer(), Uuid::now_v7());

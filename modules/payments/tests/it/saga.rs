@@ -8,10 +8,10 @@ use payments_api::{PaymentStatus, PaymentsApi, PaymentsError, SetCreditLimit};
 use shared_kernel::messaging::IntegrationEvent;
 use uuid::Uuid;
 
-use crate::support::{DEFAULT_LIMIT, Env, both_backends, types};
+use crate::support::{DEFAULT_LIMIT, Env, types};
 
-both_backends! {
-    async fn authorize_capture_then_refund(kind) {
+shared_kernel::both_backends! {
+    async fn authorize_capture_then_refund(kind: crate::support::Kind) {
         let env = Env::new(kind, "authorize_capture_then_refund").await;
         let (customer, order) = (env.customer(), Uuid::now_v7());
         env.place(order, customer, 300).await;
@@ -46,7 +46,7 @@ both_backends! {
         assert_eq!(env.account_versions(customer).await, [1, 2, 3]);
     }
 
-    async fn declines_what_the_credit_does_not_cover(kind) {
+    async fn declines_what_the_credit_does_not_cover(kind: crate::support::Kind) {
         let env = Env::new(kind, "declines_what_the_credit_does_not_cover").await;
         let customer = env.customer();
         let (fits, too_much) = (Uuid::now_v7(), Uuid::now_v7());
@@ -80,7 +80,7 @@ both_backends! {
         assert_eq!(env.account(customer).await.available_cents, 0);
     }
 
-    async fn rejected_and_cancelled_orders_void_and_release(kind) {
+    async fn rejected_and_cancelled_orders_void_and_release(kind: crate::support::Kind) {
         let env = Env::new(kind, "rejected_and_cancelled_orders_void_and_release").await;
         let customer = env.customer();
         let (rejected, cancelled, kept) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
@@ -124,7 +124,7 @@ both_backends! {
         env.account_versions(customer).await;
     }
 
-    async fn tolerates_events_about_payments_that_never_happened(kind) {
+    async fn tolerates_events_about_payments_that_never_happened(kind: crate::support::Kind) {
         let env = Env::new(kind, "tolerates_events_about_payments_that_never_happened").await;
         let order = Uuid::now_v7();
         env.confirm(order).await;
@@ -135,7 +135,7 @@ both_backends! {
         assert!(all.items.is_empty());
     }
 
-    async fn accounts_open_on_first_sight_of_a_customer(kind) {
+    async fn accounts_open_on_first_sight_of_a_customer(kind: crate::support::Kind) {
         let env = Env::new(kind, "accounts_open_on_first_sight_of_a_customer").await;
         let registered = env.customer();
         let event = CustomerRegistered {
@@ -166,7 +166,7 @@ both_backends! {
         assert!(env.published().await.iter().all(|e| e.event_type != "customers.CustomerRegistered"));
     }
 
-    async fn credit_limits(kind) {
+    async fn credit_limits(kind: crate::support::Kind) {
         let env = Env::new(kind, "credit_limits").await;
         let customer = env.customer();
         let set = |limit| SetCreditLimit { credit_limit_cents: limit };
@@ -199,7 +199,7 @@ both_backends! {
         assert_eq!(env.account(customer).await.credit_limit_cents, 200);
     }
 
-    async fn lists_filter_and_page_in_creation_order(kind) {
+    async fn lists_filter_and_page_in_creation_order(kind: crate::support::Kind) {
         let env = Env::new(kind, "lists_filter_and_page_in_creation_order").await;
         let (a, b) = (env.customer(), env.customer());
         let orders: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();

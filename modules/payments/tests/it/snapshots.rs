@@ -10,7 +10,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use uuid::Uuid;
 
-use crate::support::{DEFAULT_LIMIT, Env, Kind, both_backends};
+use crate::support::{DEFAULT_LIMIT, Env, Kind};
 
 #[derive(Debug, Clone)]
 enum Command {
@@ -179,8 +179,8 @@ async fn property(kind: Kind, every: u32) {
     }
 }
 
-both_backends! {
-    async fn snapshot_plus_tail_equals_full_replay(kind) {
+shared_kernel::both_backends! {
+    async fn snapshot_plus_tail_equals_full_replay(kind: crate::support::Kind) {
         for every in [1, 2, 3, 7, 20] {
             property(kind, every).await;
         }

@@ -27,34 +27,6 @@ pub enum Kind {
     Postgres,
 }
 
-/// Runs each test body once per backend: `<name>::sqlite` and `<name>::postgres` (skipped,
-/// loudly, without `BOUNDED_TEST_DATABASE_URL`; failing with `BOUNDED_REQUIRE_POSTGRES=1`).
-macro_rules! both_backends {
-    ($(async fn $name:ident($kind:ident) $body:block)*) => {
-        $(
-            mod $name {
-                #[allow(unused_imports)]
-                use super::*;
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn sqlite() {
-                    let $kind = $crate::support::Kind::Sqlite;
-                    $body
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn postgres() {
-                    if shared_kernel::storage::testing::postgres_url(stringify!($name)).is_some() {
-                        let $kind = $crate::support::Kind::Postgres;
-                        $body
-                    }
-                }
-            }
-        )*
-    };
-}
-pub(crate) use both_backends;
-
 /// The customers module as payments sees it: knows the ids it is told, or is down.
 #[derive(Debug, Default)]
 pub struct FakeCustomers {
@@ -300,4 +272,18 @@ pub async fn deliver<E: IntegrationEvent>(
 /// The types of published events, in order.
 pub fn types(events: &[Envelope]) -> Vec<&str> {
     events.iter().map(|e| e.event_type.as_str()).collect()
+}
+
+impl shared_kernel::storage::testing::OnBackend for Kind {
+    async fn on_backend(
+        backend: shared_kernel::storage::testing::TestBackend,
+        test: &'static str,
+    ) -> Option<Self> {
+        match backend {
+            shared_kernel::storage::testing::TestBackend::Sqlite => Some(Kind::Sqlite),
+            shared_kernel::storage::testing::TestBackend::Postgres => {
+                shared_kernel::storage::testing::postgres_url(test).map(|_| Kind::Postgres)
+            }
+        }
+    }
 }

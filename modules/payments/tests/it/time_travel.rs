@@ -4,10 +4,10 @@ use payments_api::{PaymentStatus, PaymentsApi, PaymentsError, PointInTime};
 use time::Duration;
 use uuid::Uuid;
 
-use crate::support::{Env, both_backends};
+use crate::support::Env;
 
-both_backends! {
-    async fn payments_read_at_a_version_or_instant(kind) {
+shared_kernel::both_backends! {
+    async fn payments_read_at_a_version_or_instant(kind: crate::support::Kind) {
         let env = Env::new(kind, "payments_read_at_a_version_or_instant").await;
         let (customer, order) = (env.customer(), Uuid::now_v7());
         env.place(order, customer, 250).await;
