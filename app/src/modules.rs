@@ -155,9 +155,6 @@ pub struct Modules {
     pub read_model: Option<orders::ReadModel>,
     /// The orders module itself, for its saga timer.
     saga_timer: Option<orders::Orders>,
-    /// Inventory and payments themselves, for bulk history ([`Modules::seed_history`]).
-    inventory_module: Option<inventory::Inventory>,
-    payments_module: Option<payments::Payments>,
     /// Every subscription of the local modules, over their outboxes.
     pub bus: Bus,
 }
@@ -201,10 +198,8 @@ impl Modules {
         }
         let customers = db(customers::NAME)
             .map(|db| Arc::new(customers::Customers::new(db)) as Arc<dyn CustomersApi>);
-        let inventory_module = db(inventory::NAME).map(inventory::Inventory::new);
-        let inventory = inventory_module
-            .clone()
-            .map(|inventory| Arc::new(inventory) as Arc<dyn InventoryApi>);
+        let inventory = db(inventory::NAME)
+            .map(|db| Arc::new(inventory::Inventory::new(db)) as Arc<dyn InventoryApi>);
         // Orders calls customers and inventory at placement; without them here (and, until
         // split mode, without remote clients) it cannot run in this process.
         let saga_timer = match (db(orders::NAME), &customers, &inventory) {
@@ -255,9 +250,7 @@ impl Modules {
             bus,
             customers,
             inventory,
-            payments_module: payments.clone(),
             payments: payments.map(|p| Arc::new(p) as Arc<dyn PaymentsApi>),
-            inventory_module,
             orders: saga_timer
                 .clone()
                 .map(|orders| Arc::new(orders) as Arc<dyn OrdersApi>),
@@ -321,81 +314,6 @@ impl Modules {
                 .with_context(|| format!("migrating the {name} database"))?;
             println!("{name}: {migrated}");
         }
-        Ok(())
-    }
-
-    /// Writes `batch` as settled history into every module's own store, each module in one
-    /// transaction of its own and without events (see `bounded seed-history`): inventory's
-    /// committed reservations first (it checks the stock), then payments' captured payments
-    /// (it checks the credit), then orders and their sagas, then their summaries.
-    pub async fn seed_history(&self, batch: &[crate::seed::SeedOrder]) -> anyhow::Result<()> {
-        let (Some(inventory), Some(payments), Some(orders), Some(read_model)) = (
-            &self.inventory_module,
-            &self.payments_module,
-            &self.saga_timer,
-            &self.read_model,
-        ) else {
-            anyhow::bail!("seeding history needs every module in this process");
-        };
-        let reservations: Vec<inventory::SeedReservation> = batch
-            .iter()
-            .map(|order| inventory::SeedReservation {
-                order_id: order.id,
-                lines: order
-                    .lines
-                    .iter()
-                    .map(|(product, quantity)| (product.id.0, *quantity))
-                    .collect(),
-                at: order.at,
-            })
-            .collect();
-        inventory
-            .seed_history(&reservations)
-            .await
-            .context("seeding inventory's reservations")?;
-        let orders_batch: Vec<orders::SeedOrder> = batch
-            .iter()
-            .map(|order| orders::SeedOrder {
-                id: order.id,
-                customer_id: order.customer.id.0,
-                customer_name: order.customer.name.clone(),
-                customer_email: order.customer.email.clone(),
-                payment_id: order.payment_id,
-                lines: order
-                    .lines
-                    .iter()
-                    .map(|(product, quantity)| orders::SeedLine {
-                        product_id: product.id.0,
-                        sku: product.sku.clone(),
-                        name: product.name.clone(),
-                        unit_price_cents: product.price_cents,
-                        quantity: *quantity,
-                    })
-                    .collect(),
-                at: order.at,
-            })
-            .collect();
-        let payments_batch: Vec<payments::SeedPayment> = orders_batch
-            .iter()
-            .map(|order| payments::SeedPayment {
-                payment_id: order.payment_id,
-                order_id: order.id,
-                customer_id: order.customer_id,
-                amount_cents: order.total_cents(),
-            })
-            .collect();
-        payments
-            .seed_history(&payments_batch)
-            .await
-            .context("seeding payments")?;
-        orders
-            .seed_history(&orders_batch)
-            .await
-            .context("seeding orders")?;
-        read_model
-            .seed_history(&orders_batch)
-            .await
-            .context("seeding the order summaries")?;
         Ok(())
     }
 

@@ -3,7 +3,7 @@
 //! an empty database, without placing them through the saga one by one.
 //!
 //! It respects the data boundaries: it reads the catalog (customers, products) through the
-//! modules' APIs and hands each batch to [`Modules::seed_history`], where every module
+//! modules' APIs and hands each batch to every module's own `seed` function, where every module
 //! bulk-writes its own tables with multi-row `INSERT`s in one transaction per batch. No
 //! integration event is emitted: the history counts as delivered long ago and pruned from the
 //! outboxes. Every order is CONFIRMED, its payment CAPTURED and its reservation committed, so
@@ -73,6 +73,125 @@ pub(crate) fn generate(
         .collect()
 }
 
+/// The module implementations that write a batch of history, each into its own store. Built
+/// here from the opened databases rather than kept in [`Modules`], which wires the running
+/// service and has no business holding benchmark tools.
+struct Writers {
+    inventory: inventory::Inventory,
+    payments: payments::Payments,
+    orders: orders::Orders,
+    read_model: orders::ReadModel,
+}
+
+impl Writers {
+    fn of(modules: &Modules) -> anyhow::Result<Self> {
+        let db = |name: &str| {
+            modules
+                .databases
+                .iter()
+                .find(|db| db.module() == name)
+                .cloned()
+                .with_context(|| format!("seeding history needs the {name} database"))
+        };
+        let (Some(customers), Some(inventory)) = (&modules.customers, &modules.inventory) else {
+            anyhow::bail!("seeding history needs the customers and inventory modules");
+        };
+        Ok(Self {
+            inventory: inventory::Inventory::new(db(inventory::NAME)?),
+            // History draws on the accounts the catalog set up (`bounded bench` gives its
+            // customers credit); a customer without an account has none to draw on.
+            payments: payments::Payments::new(
+                db(payments::NAME)?,
+                customers.clone(),
+                payments::PaymentsConfig {
+                    default_credit_limit_cents: 0,
+                    ..payments::PaymentsConfig::default()
+                },
+            ),
+            orders: orders::Orders::new(
+                db(orders::NAME)?,
+                customers.clone(),
+                inventory.clone(),
+                orders::OrdersConfig::default(),
+            ),
+            read_model: orders::ReadModel::new(db(orders::READ_STORE)?),
+        })
+    }
+
+    /// Writes `batch` as settled history into every module's own store, each module in one
+    /// transaction of its own and without events (see `bounded seed-history`): inventory's
+    /// committed reservations first (it checks the stock), then payments' captured payments
+    /// (it checks the credit), then orders and their sagas, then their summaries.
+    async fn write(&self, batch: &[SeedOrder]) -> anyhow::Result<()> {
+        let Self {
+            inventory,
+            payments,
+            orders,
+            read_model,
+        } = self;
+        let reservations: Vec<inventory::SeedReservation> = batch
+            .iter()
+            .map(|order| inventory::SeedReservation {
+                order_id: order.id,
+                lines: order
+                    .lines
+                    .iter()
+                    .map(|(product, quantity)| (product.id.0, *quantity))
+                    .collect(),
+                at: order.at,
+            })
+            .collect();
+        inventory
+            .seed_history(&reservations)
+            .await
+            .context("seeding inventory's reservations")?;
+        let orders_batch: Vec<orders::SeedOrder> = batch
+            .iter()
+            .map(|order| orders::SeedOrder {
+                id: order.id,
+                customer_id: order.customer.id.0,
+                customer_name: order.customer.name.clone(),
+                customer_email: order.customer.email.clone(),
+                payment_id: order.payment_id,
+                lines: order
+                    .lines
+                    .iter()
+                    .map(|(product, quantity)| orders::SeedLine {
+                        product_id: product.id.0,
+                        sku: product.sku.clone(),
+                        name: product.name.clone(),
+                        unit_price_cents: product.price_cents,
+                        quantity: *quantity,
+                    })
+                    .collect(),
+                at: order.at,
+            })
+            .collect();
+        let payments_batch: Vec<payments::SeedPayment> = orders_batch
+            .iter()
+            .map(|order| payments::SeedPayment {
+                payment_id: order.payment_id,
+                order_id: order.id,
+                customer_id: order.customer_id,
+                amount_cents: order.total_cents(),
+            })
+            .collect();
+        payments
+            .seed_history(&payments_batch)
+            .await
+            .context("seeding payments")?;
+        orders
+            .seed_history(&orders_batch)
+            .await
+            .context("seeding orders")?;
+        read_model
+            .seed_history(&orders_batch)
+            .await
+            .context("seeding the order summaries")?;
+        Ok(())
+    }
+}
+
 /// Seeds `args.orders` orders in batches of `args.batch` into the opened `modules`.
 ///
 /// # Errors
@@ -92,6 +211,7 @@ pub async fn seed(modules: &Modules, args: &SeedHistoryArgs) -> anyhow::Result<S
         !customers.is_empty() && !products.is_empty(),
         "the catalog is empty: create customers and stocked products first (e.g. a short `bounded bench`)"
     );
+    let writers = Writers::of(modules)?;
     let mut rng = Lcg(args.seed);
     let started = Instant::now();
     let (mut orders, mut lines) = (0_u64, 0_u64);
@@ -103,7 +223,7 @@ pub async fn seed(modules: &Modules, args: &SeedHistoryArgs) -> anyhow::Result<S
             &products,
             usize::try_from(n).context("batch too large")?,
         );
-        modules.seed_history(&batch).await?;
+        writers.write(&batch).await?;
         orders += n;
         lines += batch.iter().map(|o| o.lines.len() as u64).sum::<u64>();
         let seconds = started.elapsed().as_secs_f64();
