@@ -207,7 +207,7 @@ impl Orders {
 
     /// A saga transition's failure: a storage error is classified as such (unavailable or
     /// unexpected), anything else is unexpected.
-    fn saga_error(&self, error: anyhow::Error) -> OrdersError {
+    pub(crate) fn saga_error(&self, error: anyhow::Error) -> OrdersError {
         match error.downcast::<sqlx::Error>() {
             Ok(e) => self.storage(e),
             Err(other) => OrdersError::Unexpected(other.into()),
@@ -271,80 +271,6 @@ impl Orders {
         orders_from_rows(rows)?
             .pop()
             .ok_or(OrdersError::NotFound(id))
-    }
-
-    /// Rejects every open saga whose deadline has passed; returns the next deadline (Unix µs).
-    pub(crate) async fn expire_due(&self) -> Result<Option<i64>, OrdersError> {
-        loop {
-            let now = clock::now();
-            let due: Vec<(Uuid,)> = with_reader!(self.db.reader()?, |pool| {
-                sqlx::query_as(
-                    "SELECT order_id FROM sagas WHERE settled_at IS NULL AND deadline_us <= $1 \
-                     ORDER BY deadline_us LIMIT 100",
-                )
-                .bind(saga::unix_micros(now))
-                .fetch_all(pool)
-                .await
-            })
-            .map_err(|e| self.storage(e))?;
-            if due.is_empty() {
-                break;
-            }
-            for (order_id,) in due {
-                let mut tx = self.db.begin().await?;
-                saga::expire(&mut tx, order_id, now)
-                    .await
-                    .map_err(|e| self.saga_error(e))?;
-                tx.commit().await.map_err(|e| self.storage(e))?;
-            }
-        }
-        let next: (Option<i64>,) = with_reader!(self.db.reader()?, |pool| {
-            sqlx::query_as("SELECT MIN(deadline_us) FROM sagas WHERE settled_at IS NULL")
-                .fetch_one(pool)
-                .await
-        })
-        .map_err(|e| self.storage(e))?;
-        Ok(next.0)
-    }
-
-    /// The durable saga timer: rejects open sagas at their deadline until `stop` turns true.
-    /// Deadlines live in the database, so sagas left open by a stopped or crashed process are
-    /// expired by the next one; on Postgres several processes may run it (each expiry locks
-    /// its order and re-checks it).
-    pub async fn run_deadlines(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
-        let mut commits = self.db.outbox_commits();
-        let poll = Duration::from_secs(1);
-        while !*stop.borrow() {
-            commits.mark_unchanged();
-            let next = match self.expire_due().await {
-                Ok(next) => next,
-                Err(error) => {
-                    tracing::warn!(error = %error, "Saga timer cannot reach the orders database.");
-                    None
-                }
-            };
-            match next {
-                // Sagas are open: sleep until the earliest deadline (at most the poll). A saga
-                // placed meanwhile has a later deadline, so commits need not wake the timer —
-                // under load that would be two queries per placement.
-                Some(next) => {
-                    let in_us = next.saturating_sub(saga::unix_micros(clock::now()));
-                    let wait = Duration::from_micros(u64::try_from(in_us).unwrap_or(0)).min(poll);
-                    tokio::select! {
-                        () = tokio::time::sleep(wait) => {}
-                        _ = stop.changed() => {}
-                    }
-                }
-                // None open: the next placement's commit starts the clock.
-                None => {
-                    tokio::select! {
-                        () = tokio::time::sleep(poll) => {}
-                        _ = commits.changed() => {}
-                        _ = stop.changed() => {}
-                    }
-                }
-            }
-        }
     }
 }
 
