@@ -426,7 +426,7 @@ impl InventoryApi for Inventory {
 
 #[cfg(test)]
 mod plan_tests {
-    use shared_kernel::storage::testing::{assert_plan, on_each_backend};
+    use shared_kernel::storage::testing::assert_batch_read_plan;
 
     use super::*;
 
@@ -434,28 +434,19 @@ mod plan_tests {
     #[tokio::test]
     async fn batch_read_uses_the_keys() {
         let dir = tempfile::tempdir().unwrap();
-        on_each_backend(
+        assert_batch_read_plan(
             crate::NAME,
             &crate::MIGRATIONS,
             dir.path(),
-            |db| async move {
-                let sql = reservations_sql(db.reader().unwrap().is_postgres());
-                let ids: (&[&str], &[&str]) = (&["uuid[]"], &["ARRAY[gen_random_uuid()]"]);
-                assert_plan(
-                    &db,
-                    &sql,
-                    ids,
-                    &[
-                        "SEARCH r USING INDEX sqlite_autoindex_reservations_1 (order_id=?)",
-                        "SEARCH l USING INDEX sqlite_autoindex_reservation_lines_1 (order_id=?)",
-                    ],
-                    &[
-                        "Index Cond: (order_id = ANY ($1))",
-                        "Index Cond: (order_id = r.order_id)",
-                    ],
-                )
-                .await;
-            },
+            reservations_sql,
+            &[
+                "SEARCH r USING INDEX sqlite_autoindex_reservations_1 (order_id=?)",
+                "SEARCH l USING INDEX sqlite_autoindex_reservation_lines_1 (order_id=?)",
+            ],
+            &[
+                "Index Cond: (order_id = ANY ($1))",
+                "Index Cond: (order_id = r.order_id)",
+            ],
         )
         .await;
     }

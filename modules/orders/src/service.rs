@@ -572,7 +572,7 @@ impl OrdersApi for Orders {
 
 #[cfg(test)]
 mod plan_tests {
-    use shared_kernel::storage::testing::{assert_plan, on_each_backend};
+    use shared_kernel::storage::testing::assert_batch_read_plan;
 
     use super::*;
 
@@ -580,28 +580,19 @@ mod plan_tests {
     #[tokio::test]
     async fn batch_read_uses_the_keys() {
         let dir = tempfile::tempdir().unwrap();
-        on_each_backend(
+        assert_batch_read_plan(
             crate::NAME,
             &crate::MIGRATIONS,
             dir.path(),
-            |db| async move {
-                let sql = get_many_sql(db.reader().unwrap().is_postgres());
-                let ids: (&[&str], &[&str]) = (&["uuid[]"], &["ARRAY[gen_random_uuid()]"]);
-                assert_plan(
-                    &db,
-                    &sql,
-                    ids,
-                    &[
-                        "SEARCH o USING INDEX sqlite_autoindex_orders_1 (id=?)",
-                        "SEARCH l USING INDEX sqlite_autoindex_order_lines_1 (order_id=?)",
-                    ],
-                    &[
-                        "Index Cond: (id = ANY ($1))",
-                        "Index Cond: (order_id = o.id)",
-                    ],
-                )
-                .await;
-            },
+            get_many_sql,
+            &[
+                "SEARCH o USING INDEX sqlite_autoindex_orders_1 (id=?)",
+                "SEARCH l USING INDEX sqlite_autoindex_order_lines_1 (order_id=?)",
+            ],
+            &[
+                "Index Cond: (id = ANY ($1))",
+                "Index Cond: (order_id = o.id)",
+            ],
         )
         .await;
     }

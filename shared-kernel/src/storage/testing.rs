@@ -222,6 +222,28 @@ pub async fn assert_plan(
     }
 }
 
+/// Asserts, on each backend (see [`on_each_backend`]) of `module`'s fresh database, that the
+/// batch read `sql(postgres)`, whose `$1` is a set of ids, has every step of `sqlite` or
+/// `postgres` in its plan: the read seeks its keys instead of walking a table.
+///
+/// # Panics
+/// When a step is missing, or a database cannot be opened.
+pub async fn assert_batch_read_plan(
+    module: &'static str,
+    migrations: &super::Migrations,
+    sqlite_dir: &std::path::Path,
+    sql: fn(bool) -> String,
+    sqlite: &[&str],
+    postgres: &[&str],
+) {
+    on_each_backend(module, migrations, sqlite_dir, |db| async move {
+        let sql = sql(db.reader().expect("the database is open").is_postgres());
+        let ids: (&[&str], &[&str]) = (&["uuid[]"], &["ARRAY[gen_random_uuid()]"]);
+        assert_plan(&db, &sql, ids, sqlite, postgres).await;
+    })
+    .await;
+}
+
 /// Runs `check` on `module`'s database freshly opened on SQLite (in `sqlite_dir`), then on a
 /// fresh Postgres database when Postgres tests are configured (see [`postgres_url`]).
 ///

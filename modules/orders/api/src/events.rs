@@ -52,17 +52,6 @@ mod tests {
     use super::*;
     use shared_kernel::messaging::IntegrationEvent as _;
 
-    #[test]
-    fn every_event_type_is_named_after_the_module() {
-        assert!(!TYPES.is_empty());
-        for event_type in TYPES {
-            assert!(
-                event_type.starts_with(&format!("{}.", crate::MODULE)),
-                "{event_type}"
-            );
-        }
-    }
-
     fn order_id() -> OrderId {
         OrderId("0190f3a0-0000-7000-8000-000000000003".parse().unwrap())
     }

@@ -63,17 +63,6 @@ mod tests {
     use super::*;
     use shared_kernel::messaging::IntegrationEvent as _;
 
-    #[test]
-    fn every_event_type_is_named_after_the_module() {
-        assert!(!TYPES.is_empty());
-        for event_type in TYPES {
-            assert!(
-                event_type.starts_with(&format!("{}.", crate::MODULE)),
-                "{event_type}"
-            );
-        }
-    }
-
     fn ids() -> (PaymentId, Uuid, Uuid) {
         (
             PaymentId("0190f3a0-0000-7000-8000-000000000004".parse().unwrap()),
