@@ -120,8 +120,12 @@ async fn serve_connection(
         .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service));
     tokio::pin!(conn);
     let mut closing = false;
+    // A connection busy when its deadline passes cannot have been idle for the timeout before
+    // another whole timeout from then; without this floor a request longer than the timeout
+    // (a rebuild, a reconciliation) would make this loop spin until it ends.
+    let mut not_before = Instant::now();
     loop {
-        let idle_deadline = connection.activity.idle_since() + idle_timeout;
+        let idle_deadline = (connection.activity.idle_since() + idle_timeout).max(not_before);
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(error) = result {
@@ -147,6 +151,8 @@ async fn serve_connection(
                     tracing::debug!(peer = %peer, "Closing a connection idle for the idle timeout.");
                     conn.as_mut().graceful_shutdown();
                     closing = true;
+                } else if !connection.activity.is_idle() {
+                    not_before = Instant::now() + idle_timeout;
                 }
             }
         }
