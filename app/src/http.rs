@@ -132,7 +132,9 @@ pub fn router(modules: &Modules, gateway: Gateway) -> Router {
                             .get("x-request-id")
                             .and_then(|v| v.to_str().ok())
                             .unwrap_or("");
-                        tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), request.id = id)
+                        // The request id is the correlation id of every event the request causes: the
+                        // spans of their handlers in every module carry it as `correlation_id`.
+                        tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), request.id = id, correlation_id = id)
                     }),
                 )
                 .layer(PropagateRequestIdLayer::new(request_id)),

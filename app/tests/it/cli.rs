@@ -580,3 +580,105 @@ fn a_rewind_is_logged_with_the_peer_and_the_positions() {
         "{line}"
     );
 }
+
+/// The body of a raw HTTP/1.1 response, as JSON.
+fn body_json(response: &str) -> serde_json::Value {
+    let (_, body) = response.split_once("\r\n\r\n").expect("a body");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {response}"))
+}
+
+/// The value of a header of a raw HTTP/1.1 response.
+fn header<'a>(response: &'a str, name: &str) -> &'a str {
+    response
+        .lines()
+        .take_while(|line| !line.is_empty())
+        .find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.eq_ignore_ascii_case(name).then(|| value.trim())
+        })
+        .unwrap_or_else(|| panic!("no {name}: {response}"))
+}
+
+#[test]
+fn an_order_is_followed_through_every_module_by_its_correlation_id_in_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("BOUNDED_DATABASE_URL")
+        // Each applied event is a debug line inside its handler's span.
+        .env(
+            "BOUNDED_LOG",
+            "info,shared_kernel::messaging::subscription=debug",
+        )
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (_log, lines, url) = crate::support::read_log_until_url(&mut server);
+    let customer = body_json(&http_post(
+        &url,
+        "/customers",
+        r#"{"name":"Ada","email":"ada@example.com"}"#,
+    ));
+    let product = body_json(&http_post(
+        &url,
+        "/products",
+        r#"{"sku":"A1","name":"Widget","price_cents":100}"#,
+    ));
+    let product = product["id"].as_str().unwrap();
+    let stocked = http_request(
+        &url,
+        "PUT",
+        &format!("/products/{product}/stock/east"),
+        Some(r#"{"on_hand":5}"#),
+    );
+    assert!(stocked.starts_with("HTTP/1.1 200"), "{stocked}");
+    let placed = http_post(
+        &url,
+        "/orders",
+        &format!(
+            r#"{{"customer_id":"{}","items":[{{"product_id":"{product}","quantity":1}}]}}"#,
+            customer["id"].as_str().unwrap()
+        ),
+    );
+    assert!(placed.starts_with("HTTP/1.1 202"), "{placed}");
+    let request_id = header(&placed, "x-request-id").to_owned();
+    let order = body_json(&placed)["id"].as_str().unwrap().to_owned();
+    let settled = http_get(
+        &url,
+        &format!("/orders/{order}?wait=terminal&timeout_ms=30000"),
+    );
+    assert!(settled.contains(r#""status":"CONFIRMED""#), "{settled}");
+    let all = http_get(&url, "/ops/subscriptions?wait=settled&timeout_ms=30000");
+    assert!(all.starts_with("HTTP/1.1 200"), "{all}");
+
+    // Every subscription the order's events travel through applied them in a span naming the
+    // request that started it all, and the order.
+    let mut waiting: Vec<&str> = vec![
+        "inventory<-orders",
+        "payments<-orders",
+        "orders<-inventory",
+        "orders<-payments",
+        "order_summaries<-orders",
+        "order_summaries<-payments",
+    ];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !waiting.is_empty() {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let Ok(line) = lines.recv_timeout(left) else {
+            break;
+        };
+        if line.contains("Event applied")
+            && line.contains(&format!("correlation_id={request_id}"))
+            && line.contains(&format!("order.id={order}"))
+        {
+            waiting.retain(|name| !line.contains(&format!("subscription={name} ")));
+        }
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert!(
+        waiting.is_empty(),
+        "no span with correlation_id={request_id} order.id={order} for {waiting:?}"
+    );
+}

@@ -15,26 +15,9 @@ use shared_kernel::storage::Tx;
 use shared_kernel::with_tx;
 use uuid::Uuid;
 
+use crate::PaymentsConfig;
 use crate::domain::{AccountState, PaymentState, PaymentStreamEvent, Settlement};
 use crate::store::{self, Loaded, Source, StoreError, retry_on_conflict};
-
-/// Settings of the payments module.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PaymentsConfig {
-    /// Credit limit of an account opened on first sight of a customer (event or order).
-    pub default_credit_limit_cents: i64,
-    /// Snapshot a stream every this many events (0 = never).
-    pub snapshot_every: u32,
-}
-
-impl Default for PaymentsConfig {
-    fn default() -> Self {
-        Self {
-            default_credit_limit_cents: 1_000_000,
-            snapshot_every: 20,
-        }
-    }
-}
 
 /// Reason of a declined payment.
 pub const INSUFFICIENT_CREDIT: &str = "insufficient_credit";

@@ -29,7 +29,6 @@ use shared_kernel::messaging::Subscription;
 
 pub use handlers::{CustomerEvents, OrderEvents};
 pub use http::router;
-pub use ledger::PaymentsConfig;
 pub use seed::SeedPayment;
 pub use service::Payments;
 
@@ -42,6 +41,24 @@ pub mod bench_support {
     pub use crate::store::{
         Loaded, RELEASE, SAVEPOINT, Source, StoreError, append, load, savepoint,
     };
+}
+
+/// Settings of the payments module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PaymentsConfig {
+    /// Credit limit of an account opened on first sight of a customer (event or order).
+    pub default_credit_limit_cents: i64,
+    /// Snapshot a stream every this many events (0 = never).
+    pub snapshot_every: u32,
+}
+
+impl Default for PaymentsConfig {
+    fn default() -> Self {
+        Self {
+            default_credit_limit_cents: 1_000_000,
+            snapshot_every: 20,
+        }
+    }
 }
 
 /// The module's name: its database file, Postgres schema and role suffix.

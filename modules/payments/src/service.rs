@@ -15,8 +15,9 @@ use shared_kernel::{validate, with_reader};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::PaymentsConfig;
 use crate::domain::{AccountState, Aggregate, PaymentState};
-use crate::ledger::{Ledger, PaymentsConfig};
+use crate::ledger::Ledger;
 use crate::store::{self, Loaded, Source, StoreError, StoredEvent};
 
 /// The payments module over its database handle.

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::watch;
+use tracing::Instrument as _;
 
 use uuid::Uuid;
 
@@ -316,7 +317,14 @@ fn wanted(subscription: &Subscription, event: &Envelope) -> bool {
 async fn handle(tx: &mut Tx, subscription: &Subscription, event: &Envelope) -> anyhow::Result<()> {
     // Events the handler publishes are caused by this one and share its correlation.
     let context = EventContext::caused_by(event);
-    let handled = context.scope(subscription.handler.handle(tx, event)).await;
+    let span = event_span(subscription, event);
+    let handled = context
+        .scope(subscription.handler.handle(tx, event))
+        .instrument(span.clone())
+        .await;
+    if handled.is_ok() {
+        span.in_scope(|| tracing::debug!("Event applied."));
+    }
     handled.map_err(|e| {
         e.context(format!(
             "{} handling {} #{} ({})",
@@ -326,6 +334,28 @@ async fn handle(tx: &mut Tx, subscription: &Subscription, event: &Envelope) -> a
             event.name()
         ))
     })
+}
+
+/// The span a handler runs in: the subscription, the event, and what a log line is followed by
+/// across modules (BRIEF §9): the correlation id (the id of the HTTP request that started the
+/// flow) and, when the event concerns an order (its payload names `order_id`), the order.
+fn event_span(subscription: &Subscription, event: &Envelope) -> tracing::Span {
+    let span = tracing::info_span!(
+        "event",
+        subscription = %subscription.name,
+        event.id = %event.id,
+        event.seq = event.seq,
+        "event.type" = %event.event_type,
+        correlation_id = tracing::field::Empty,
+        order.id = tracing::field::Empty,
+    );
+    if let Some(correlation) = event.correlation_id {
+        span.record("correlation_id", tracing::field::display(correlation));
+    }
+    if let Some(order) = event.payload.get("order_id").and_then(|id| id.as_str()) {
+        span.record("order.id", tracing::field::display(order));
+    }
+    span
 }
 
 /// Applies the next batch after the consumer's checkpoint, in one consumer transaction.
