@@ -17,7 +17,6 @@ mod details;
 mod inventory;
 mod isolation;
 mod messaging;
-mod messaging_properties;
 mod openapi;
 mod ops_views;
 mod orders;

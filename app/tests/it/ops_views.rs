@@ -46,7 +46,7 @@ async fn timeline(app: &TestApp, order: &str) -> Vec<Value> {
 
 /// Makes payments fail to capture (a trigger in payments' own database), as a bug or a broken
 /// disk would: the capture is retried, then parked in dead letters.
-async fn plant_capture_failure(app: &TestApp) {
+pub(crate) async fn plant_capture_failure(app: &TestApp) {
     let mut tx = app.db("payments").begin().await.unwrap();
     if tx.is_postgres() {
         with_tx!(&mut tx, |conn| {

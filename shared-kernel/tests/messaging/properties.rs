@@ -12,9 +12,11 @@ use shared_kernel::messaging::{
     Bus, DeliveryConfig, Envelope, EventContext, Handler, IntegrationEvent, Subscription, outbox,
 };
 use shared_kernel::storage::testing::{TestDatabase, postgres_url};
-use shared_kernel::storage::{ModuleDb, StorageConfig, Tx};
+use shared_kernel::storage::{StorageConfig, Tx};
 use shared_kernel::{with_reader, with_tx};
 use uuid::Uuid;
+
+use crate::scratch;
 
 /// The n-th event of aggregate `aggregate`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -24,7 +26,7 @@ struct Step {
 }
 
 impl IntegrationEvent for Step {
-    const TYPE: &'static str = "customers.PropertyStep";
+    const TYPE: &'static str = "source.PropertyStep";
     const VERSION: i32 = 1;
     const AGGREGATE_TYPE: &'static str = "property";
     fn aggregate_id(&self) -> String {
@@ -66,7 +68,7 @@ impl Handler for Ledger {
         let step = step?;
         let email = format!("aggregate-{}", step.aggregate);
         let (applied,): (i64,) = with_tx!(tx, |conn| {
-            sqlx::query_as("SELECT COUNT(*) FROM customer_replicas WHERE email = $1")
+            sqlx::query_as("SELECT COUNT(*) FROM member_replicas WHERE email = $1")
                 .bind(&email)
                 .fetch_one(&mut *conn)
                 .await
@@ -75,7 +77,7 @@ impl Handler for Ledger {
         // with the event's place in its aggregate.
         with_tx!(tx, |conn| {
             sqlx::query(
-                "INSERT INTO customer_replicas (customer_id, name, email, source_seq, updated_at) \
+                "INSERT INTO member_replicas (member_id, name, email, source_seq, updated_at) \
                  VALUES ($1, $2, $3, $4, $5)",
             )
             .bind(event.id)
@@ -98,12 +100,7 @@ impl Handler for Ledger {
 }
 
 async fn run_case(ops: Vec<Op>, config: StorageConfig) -> Result<(), TestCaseError> {
-    let source = ModuleDb::open(customers::NAME, &customers::MIGRATIONS, &config)
-        .await
-        .unwrap();
-    let consumer = ModuleDb::open(orders::NAME, &orders::MIGRATIONS, &config)
-        .await
-        .unwrap();
+    let (source, consumer) = scratch::open(&config).await.unwrap();
     let failures = Arc::new(Mutex::new(HashMap::new()));
     let bus = Bus::new(DeliveryConfig {
         batch_size: 4,
@@ -115,8 +112,8 @@ async fn run_case(ops: Vec<Op>, config: StorageConfig) -> Result<(), TestCaseErr
     bus.add_module(consumer.clone());
     bus.subscribe(Subscription::named(
         "property",
-        orders::NAME,
-        customers::NAME,
+        scratch::CONSUMER,
+        scratch::SOURCE,
         Arc::new(Ledger {
             failures: failures.clone(),
         }),
@@ -163,7 +160,7 @@ async fn run_case(ops: Vec<Op>, config: StorageConfig) -> Result<(), TestCaseErr
     let reader = consumer.reader().unwrap();
     let rows: Vec<(String, i64, String)> = with_reader!(reader, |pool| {
         sqlx::query_as(
-            "SELECT email, source_seq, name FROM customer_replicas ORDER BY email, source_seq",
+            "SELECT email, source_seq, name FROM member_replicas ORDER BY email, source_seq",
         )
         .fetch_all(pool)
         .await

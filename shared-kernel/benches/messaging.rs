@@ -1,7 +1,8 @@
 //! Messaging benchmarks: figures, not tests (`cargo test` does not run them).
 //!
-//! Measures, through one subscription (`orders` following `customers`, with a handler that
-//! upserts `customer_replicas` as orders' own replicator does):
+//! Measures, through one subscription (the scratch `consumer` following the scratch `source` of
+//! the kernel's tests, `tests/scratch`, with a handler that upserts `member_replicas` — the shape
+//! of orders' `customer_replicas` — as orders' own replicator does):
 //!
 //! - **latency**: commit of the source transaction → commit of the consumer batch that applied
 //!   the event, with a producer committing one event per transaction at an open-loop rate;
@@ -11,9 +12,9 @@
 //!   without the flush at commit, and the throughput with a no-op handler.
 //!
 //! ```text
-//! cargo bench -p app --bench messaging -- --backend sqlite
+//! cargo bench -p shared-kernel --bench messaging -- --backend sqlite
 //! BOUNDED_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test \
-//!     cargo bench -p app --bench messaging -- --backend postgres
+//!     cargo bench -p shared-kernel --bench messaging -- --backend postgres
 //! ```
 //!
 //! Options: `--rounds N` (default 3), `--events N` (throughput, per round and batch size;
@@ -32,18 +33,19 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use async_trait::async_trait;
-use customers_api::CustomerId;
-use customers_api::events::CustomerRegistered;
 use serde_json::json;
 use shared_kernel::messaging::{
     Bus, DeliveryConfig, Envelope, EventContext, Handler, Subscription, outbox,
 };
 use shared_kernel::storage::testing::TestDatabase;
 use shared_kernel::storage::{ModuleDb, StorageConfig, Tx};
-use shared_kernel::{clock, with_reader, with_tx};
+use shared_kernel::{clock, with_reader};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{Connection, PgConnection, SqliteConnection};
 use tokio::sync::watch;
+
+#[path = "../tests/scratch/mod.rs"]
+mod scratch;
 
 /// Events committed (and awaited) before a latency measurement starts: opens the pools'
 /// connections and warms statement caches.
@@ -54,13 +56,6 @@ const PREFILL_CHUNK: usize = 500;
 const FLOOR_COMMITS: usize = 300;
 /// Give up on a measurement after this long.
 const DEADLINE: Duration = Duration::from_secs(300);
-
-const UPSERT: &str = "INSERT INTO customer_replicas (customer_id, name, email, source_seq, updated_at) \
-     VALUES ($1, $2, $3, $4, $5) \
-     ON CONFLICT (customer_id) DO UPDATE \
-       SET name = excluded.name, email = excluded.email, \
-           source_seq = excluded.source_seq, updated_at = excluded.updated_at \
-       WHERE customer_replicas.source_seq < excluded.source_seq";
 
 #[derive(Debug, Clone)]
 enum Backend {
@@ -188,8 +183,7 @@ impl Env {
                 )
             }
         };
-        let source = ModuleDb::open(customers::NAME, &customers::MIGRATIONS, &config).await?;
-        let consumer = ModuleDb::open(orders::NAME, &orders::MIGRATIONS, &config).await?;
+        let (source, consumer) = scratch::open(&config).await?;
         Ok(Self {
             source,
             consumer,
@@ -198,7 +192,7 @@ impl Env {
         })
     }
 
-    /// A bus with one subscription, `orders` following `customers`, not started yet.
+    /// A bus with one subscription, `consumer` following `source`, not started yet.
     fn bus(&self, name: &str, batch_size: i64, handler: Arc<dyn Handler>) -> Bus {
         let bus = Bus::new(DeliveryConfig {
             batch_size,
@@ -208,8 +202,8 @@ impl Env {
         bus.add_module(self.consumer.clone());
         bus.subscribe(Subscription::named(
             name,
-            orders::NAME,
-            customers::NAME,
+            scratch::CONSUMER,
+            scratch::SOURCE,
             handler,
         ));
         bus
@@ -221,7 +215,7 @@ impl Env {
         let (inbox, replicas): (i64, i64) = with_reader!(self.consumer.reader()?, |pool| {
             sqlx::query_as(
                 "SELECT (SELECT COUNT(*) FROM inbox WHERE subscription = $1), \
-                        (SELECT COUNT(*) FROM customer_replicas)",
+                        (SELECT COUNT(*) FROM member_replicas)",
             )
             .bind(name)
             .fetch_one(pool)
@@ -287,32 +281,6 @@ impl Env {
     }
 }
 
-/// What orders' replicator does with `CustomerRegistered`: one upsert in the batch's
-/// transaction.
-struct Replicate;
-
-#[async_trait]
-impl Handler for Replicate {
-    async fn handle(&self, tx: &mut Tx, event: &Envelope) -> anyhow::Result<()> {
-        let Some(registered) = event.decode::<CustomerRegistered>() else {
-            return Ok(());
-        };
-        let registered = registered?;
-        with_tx!(tx, |conn| {
-            sqlx::query(UPSERT)
-                .bind(registered.customer_id.0)
-                .bind(&registered.name)
-                .bind(&registered.email)
-                .bind(event.seq)
-                .bind(clock::now())
-                .execute(conn)
-                .await
-                .map(drop)
-        })?;
-        Ok(())
-    }
-}
-
 /// Does nothing: what is left is the runtime's own cost (outbox read, inbox row, checkpoint,
 /// commit).
 struct Noop;
@@ -327,16 +295,7 @@ impl Handler for Noop {
 fn handler(name: &str) -> Arc<dyn Handler> {
     match name {
         "noop" => Arc::new(Noop),
-        _ => Arc::new(Replicate),
-    }
-}
-
-fn registered(i: usize) -> CustomerRegistered {
-    let customer_id = CustomerId::generate();
-    CustomerRegistered {
-        customer_id,
-        name: format!("Customer {i}"),
-        email: format!("c{}@example.com", customer_id.0.simple()),
+        _ => Arc::new(scratch::Replicate),
     }
 }
 
@@ -345,7 +304,7 @@ async fn append(source: &ModuleDb, n: usize) -> anyhow::Result<i64> {
     let mut tx = source.begin().await?;
     let mut last = 0;
     for i in 0..n {
-        (_, last) = outbox::append(&mut tx, &registered(i), &EventContext::default()).await?;
+        (_, last) = outbox::append(&mut tx, &scratch::member(i), &EventContext::default()).await?;
     }
     tx.commit().await?;
     Ok(last)
@@ -532,7 +491,7 @@ async fn latency_round(
 ) -> anyhow::Result<LatencyRound> {
     let env = Env::open(backend).await?;
     let name = format!("bench-latency-{batch}");
-    let bus = env.bus(&name, batch, Arc::new(Replicate));
+    let bus = env.bus(&name, batch, Arc::new(scratch::Replicate));
     let workers = bus.start();
     let mut applied = bus.applied(&name).context("subscription not started")?;
 
@@ -720,13 +679,13 @@ async fn commit_floor(backend: &Backend) -> anyhow::Result<Floor> {
             sqlx::query(CREATE).execute(&mut $conn).await?;
             let mut times = Vec::with_capacity(FLOOR_COMMITS);
             for i in 0..FLOOR_COMMITS + WARMUP_EVENTS {
-                let customer = registered(i);
+                let member = scratch::member(i);
                 let began = Instant::now();
                 let mut tx = $conn.begin().await?;
                 sqlx::query(INSERT)
-                    .bind(customer.customer_id.0)
-                    .bind(&customer.name)
-                    .bind(&customer.email)
+                    .bind(member.member_id.0)
+                    .bind(&member.name)
+                    .bind(&member.email)
                     .bind(i as i64)
                     .bind(clock::now())
                     .execute(&mut *tx)
@@ -801,7 +760,9 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let Some(args) = parse_args()? else {
-        println!("messaging benchmarks run under `cargo bench -p app --bench messaging`; skipped");
+        println!(
+            "messaging benchmarks run under `cargo bench -p shared-kernel --bench messaging`; skipped"
+        );
         return Ok(());
     };
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
