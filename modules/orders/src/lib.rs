@@ -7,8 +7,8 @@
 //! modules reach it only through [`orders_api::OrdersApi`] and its events.
 
 mod domain;
-mod group_commit;
 mod http;
+mod placement;
 mod read_model;
 mod replicas;
 mod saga;

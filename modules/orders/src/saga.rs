@@ -13,11 +13,11 @@ use anyhow::Context as _;
 use async_trait::async_trait;
 use inventory_api::events::{StockReservationFailed, StockReserved};
 use orders_api::events::{OrderCancelled, OrderConfirmed, OrderRejected};
-use orders_api::{OrderId, OrderStatus, OrdersError, Reason};
+use orders_api::{OrderId, OrderStatus, OrdersError, Participant, Reason};
 use payments_api::events::{PaymentAuthorized, PaymentDeclined};
 use shared_kernel::clock;
 use shared_kernel::messaging::{Envelope, EventContext, Handler, IntegrationEvent, outbox};
-use shared_kernel::storage::{Tx, TxConn};
+use shared_kernel::storage::{ModuleDb, Tx, TxConn};
 use shared_kernel::{with_reader, with_tx};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -34,11 +34,42 @@ pub(crate) fn from_unix_micros(us: i64) -> OffsetDateTime {
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
+/// The steps a saga records (`saga_steps.step`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    Placed,
+    StockReserved,
+    StockReservationFailed,
+    PaymentAuthorized,
+    PaymentDeclined,
+    Confirmed,
+    Rejected,
+    TimedOut,
+    Cancelled,
+}
+
+impl Step {
+    /// The stored name.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Step::Placed => "placed",
+            Step::StockReserved => "stock_reserved",
+            Step::StockReservationFailed => "stock_reservation_failed",
+            Step::PaymentAuthorized => "payment_authorized",
+            Step::PaymentDeclined => "payment_declined",
+            Step::Confirmed => "confirmed",
+            Step::Rejected => "rejected",
+            Step::TimedOut => "timed_out",
+            Step::Cancelled => "cancelled",
+        }
+    }
+}
+
 /// The saga of one order as locked for a transition.
 struct Locked {
     status: OrderStatus,
-    stock: String,
-    payment: String,
+    stock: Participant,
+    payment: Participant,
     deadline_us: i64,
     steps: i32,
     created_at: OffsetDateTime,
@@ -69,10 +100,13 @@ async fn lock(tx: &mut Tx, order_id: Uuid) -> anyhow::Result<Option<Locked>> {
         return Ok(None);
     };
     let status = OrderStatus::parse(&status).context("stored order has an unknown status")?;
+    let participant = |value: &str| {
+        Participant::parse(value).context("stored saga has an unknown participant state")
+    };
     Ok(Some(Locked {
         status,
-        stock,
-        payment,
+        stock: participant(&stock)?,
+        payment: participant(&payment)?,
         deadline_us,
         steps,
         created_at,
@@ -84,7 +118,7 @@ pub(crate) async fn record_step(
     tx: &mut Tx,
     order_id: Uuid,
     n: i32,
-    step: &str,
+    step: Step,
     detail: Option<&str>,
     at: OffsetDateTime,
 ) -> Result<(), sqlx::Error> {
@@ -94,7 +128,7 @@ pub(crate) async fn record_step(
         )
         .bind(order_id)
         .bind(n)
-        .bind(step)
+        .bind(step.as_str())
         .bind(detail)
         .bind(at)
         .execute(conn)
@@ -116,8 +150,8 @@ async fn save(
                settled_at = COALESCE(settled_at, $5) WHERE order_id = $1",
         )
         .bind(order_id)
-        .bind(&saga.stock)
-        .bind(&saga.payment)
+        .bind(saga.stock.as_str())
+        .bind(saga.payment.as_str())
         .bind(saga.steps)
         .bind(settled_at)
         .execute(conn)
@@ -154,10 +188,10 @@ async fn settle(
     saga.status = to;
     saga.steps += 1;
     let step = match (to, reason) {
-        (OrderStatus::Confirmed, _) => "confirmed",
-        (OrderStatus::Cancelled, _) => "cancelled",
-        (_, Some(Reason::Timeout)) => "timed_out",
-        _ => "rejected",
+        (OrderStatus::Confirmed, _) => Step::Confirmed,
+        (OrderStatus::Cancelled, _) => Step::Cancelled,
+        (_, Some(Reason::Timeout)) => Step::TimedOut,
+        _ => Step::Rejected,
     };
     record_step(
         tx,
@@ -197,9 +231,9 @@ async fn settle(
     Ok(())
 }
 
-/// A participant of the saga.
+/// The participant a reply comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Participant {
+enum Party {
     Stock,
     Payment,
 }
@@ -208,7 +242,7 @@ enum Participant {
 async fn on_reply(
     tx: &mut Tx,
     order_id: Uuid,
-    participant: Participant,
+    party: Party,
     succeeded: bool,
     detail: Option<String>,
 ) -> anyhow::Result<()> {
@@ -216,18 +250,18 @@ async fn on_reply(
     let Some(mut saga) = lock(tx, order_id).await? else {
         // Only orders publishes the orders participants reply to; an unknown order is a reply
         // to someone else's order id, which changes nothing here.
-        tracing::warn!(%order_id, ?participant, "Reply for an unknown order ignored.");
+        tracing::warn!(%order_id, ?party, "Reply for an unknown order ignored.");
         return Ok(());
     };
-    let step = match (participant, succeeded) {
-        (Participant::Stock, true) => "stock_reserved",
-        (Participant::Stock, false) => "stock_reservation_failed",
-        (Participant::Payment, true) => "payment_authorized",
-        (Participant::Payment, false) => "payment_declined",
+    let step = match (party, succeeded) {
+        (Party::Stock, true) => Step::StockReserved,
+        (Party::Stock, false) => Step::StockReservationFailed,
+        (Party::Payment, true) => Step::PaymentAuthorized,
+        (Party::Payment, false) => Step::PaymentDeclined,
     };
-    let answered = match participant {
-        Participant::Stock => saga.stock != "waiting",
-        Participant::Payment => saga.payment != "waiting",
+    let answered = match party {
+        Party::Stock => saga.stock != Participant::Waiting,
+        Party::Payment => saga.payment != Participant::Waiting,
     };
     saga.steps += 1;
     if saga.status != OrderStatus::Pending || answered {
@@ -241,20 +275,21 @@ async fn on_reply(
         save(tx, order_id, &saga, None).await?;
         return Ok(());
     }
-    let reply = if succeeded { "succeeded" } else { "failed" }.to_owned();
-    match participant {
-        Participant::Stock => saga.stock = reply,
-        Participant::Payment => saga.payment = reply,
+    let reply = if succeeded {
+        Participant::Succeeded
+    } else {
+        Participant::Failed
+    };
+    match party {
+        Party::Stock => saga.stock = reply,
+        Party::Payment => saga.payment = reply,
     }
     record_step(tx, order_id, saga.steps, step, detail.as_deref(), now).await?;
-    let outcome = if saga.stock == "failed" {
-        Some((OrderStatus::Rejected, Some(Reason::OutOfStock)))
-    } else if saga.payment == "failed" {
-        Some((OrderStatus::Rejected, Some(Reason::PaymentDeclined)))
-    } else if saga.stock == "succeeded" && saga.payment == "succeeded" {
-        Some((OrderStatus::Confirmed, None))
-    } else {
-        None
+    let outcome = match (saga.stock, saga.payment) {
+        (Participant::Failed, _) => Some((OrderStatus::Rejected, Some(Reason::OutOfStock))),
+        (_, Participant::Failed) => Some((OrderStatus::Rejected, Some(Reason::PaymentDeclined))),
+        (Participant::Succeeded, Participant::Succeeded) => Some((OrderStatus::Confirmed, None)),
+        _ => None,
     };
     match outcome {
         Some((to, reason)) => settle(tx, order_id, &mut saga, to, reason, now).await,
@@ -332,21 +367,14 @@ impl Handler for FromInventory {
             let reserved = reserved?;
             let units: i64 = reserved.lines.iter().map(|l| l.quantity).sum();
             let detail = format!("{units} units in {} allocations", reserved.lines.len());
-            on_reply(
-                tx,
-                reserved.order_id,
-                Participant::Stock,
-                true,
-                Some(detail),
-            )
-            .await
+            on_reply(tx, reserved.order_id, Party::Stock, true, Some(detail)).await
         } else if let Some(failed) = event.decode::<StockReservationFailed>() {
             let failed = failed?;
             let detail = format!(
                 "product {} requested {} available {}",
                 failed.product_id, failed.requested, failed.available
             );
-            on_reply(tx, failed.order_id, Participant::Stock, false, Some(detail)).await
+            on_reply(tx, failed.order_id, Party::Stock, false, Some(detail)).await
         } else {
             ProductReplicator.handle(tx, event).await
         }
@@ -372,20 +400,13 @@ impl Handler for FromPayments {
         if let Some(authorized) = event.decode::<PaymentAuthorized>() {
             let authorized = authorized?;
             let detail = format!("payment {}", authorized.payment_id);
-            on_reply(
-                tx,
-                authorized.order_id,
-                Participant::Payment,
-                true,
-                Some(detail),
-            )
-            .await
+            on_reply(tx, authorized.order_id, Party::Payment, true, Some(detail)).await
         } else if let Some(declined) = event.decode::<PaymentDeclined>() {
             let declined = declined?;
             on_reply(
                 tx,
                 declined.order_id,
-                Participant::Payment,
+                Party::Payment,
                 false,
                 Some(declined.reason),
             )
@@ -400,8 +421,26 @@ impl Handler for FromPayments {
     }
 }
 
-/// The saga's deadline timer.
-impl crate::Orders {
+/// A saga transition's failure: a storage error is classified as such (unavailable or
+/// unexpected), anything else is unexpected.
+pub(crate) fn transition_error(db: &ModuleDb, error: anyhow::Error) -> OrdersError {
+    match error.downcast::<sqlx::Error>() {
+        Ok(e) => db.classify(e).into(),
+        Err(other) => OrdersError::Unexpected(other.into()),
+    }
+}
+
+/// The saga's deadline timer over the orders database `db`.
+#[derive(Debug, Clone)]
+pub(crate) struct Deadlines {
+    pub db: ModuleDb,
+}
+
+impl Deadlines {
+    fn storage(&self, error: sqlx::Error) -> OrdersError {
+        self.db.classify(error).into()
+    }
+
     /// Rejects every open saga whose deadline has passed; returns the next deadline (Unix µs).
     pub(crate) async fn expire_due(&self) -> Result<Option<i64>, OrdersError> {
         loop {
@@ -423,7 +462,7 @@ impl crate::Orders {
                 let mut tx = self.db.begin().await?;
                 expire(&mut tx, order_id, now)
                     .await
-                    .map_err(|e| self.saga_error(e))?;
+                    .map_err(|e| transition_error(&self.db, e))?;
                 tx.commit().await.map_err(|e| self.storage(e))?;
             }
         }
@@ -440,7 +479,7 @@ impl crate::Orders {
     /// Deadlines live in the database, so sagas left open by a stopped or crashed process are
     /// expired by the next one; on Postgres several processes may run it (each expiry locks
     /// its order and re-checks it).
-    pub async fn run_deadlines(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
+    pub(crate) async fn run(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
         let mut commits = self.db.outbox_commits();
         let poll = Duration::from_secs(1);
         while !*stop.borrow() {
