@@ -43,8 +43,6 @@ pub struct ReservationHandler;
 #[async_trait]
 impl Handler for ReservationHandler {
     async fn handle(&self, tx: &mut Tx, event: &Envelope) -> anyhow::Result<()> {
-        // Stock rows are locked and events published: the outbox lock first, always.
-        outbox::lock(tx).await?;
         if let Some(placed) = event.decode::<OrderPlaced>() {
             reserve(tx, &placed?).await
         } else if let Some(confirmed) = event.decode::<OrderConfirmed>() {
@@ -60,6 +58,11 @@ impl Handler for ReservationHandler {
 
     fn event_types(&self) -> Option<&'static [&'static str]> {
         Some(orders_api::events::TYPES)
+    }
+
+    /// Stock rows are locked and events published.
+    fn locks_outbox(&self) -> bool {
+        true
     }
 }
 

@@ -20,7 +20,7 @@ use orders_api::events::{OrderCancelled, OrderConfirmed, OrderPlaced, OrderRejec
 use orders_api::{OrderId, Reason};
 use serde_json::{Value, json};
 use shared_kernel::clock;
-use shared_kernel::messaging::{Envelope, Handler, IntegrationEvent, outbox};
+use shared_kernel::messaging::{Envelope, IntegrationEvent, outbox, run_handler};
 use shared_kernel::storage::testing::{TestDatabase, postgres_url};
 use shared_kernel::storage::{ModuleDb, StorageConfig};
 use tempfile::TempDir;
@@ -140,7 +140,7 @@ impl Fixture {
 
 async fn apply(db: &ModuleDb, event: &Envelope) -> anyhow::Result<()> {
     let mut tx = db.begin().await?;
-    ReservationHandler.handle(&mut tx, event).await?;
+    run_handler(&mut tx, "inventory<-orders", &ReservationHandler, event).await?;
     tx.commit().await?;
     Ok(())
 }

@@ -77,7 +77,8 @@ struct Locked {
 
 /// Locks the order for a transition. The outbox lock comes first (see [`outbox::lock`]): two
 /// subscription batches (stock and payment replies) and the timer each lock orders and publish,
-/// and would otherwise deadlock over an order and the outbox.
+/// and would otherwise deadlock over an order and the outbox. (In a batch the kernel has taken
+/// it already, the handlers declaring `locks_outbox`; the timer and cancel take it here.)
 async fn lock(tx: &mut Tx, order_id: Uuid) -> anyhow::Result<Option<Locked>> {
     outbox::lock(tx).await?;
     let sql = match tx.conn {
@@ -388,6 +389,11 @@ impl Handler for FromInventory {
             inventory_api::events::ProductUpdated::TYPE,
         ])
     }
+
+    /// Orders are locked and events published.
+    fn locks_outbox(&self) -> bool {
+        true
+    }
 }
 
 /// `orders<-payments`: payment replies to the saga.
@@ -418,6 +424,11 @@ impl Handler for FromPayments {
 
     fn event_types(&self) -> Option<&'static [&'static str]> {
         Some(&[PaymentAuthorized::TYPE, PaymentDeclined::TYPE])
+    }
+
+    /// Orders are locked and events published.
+    fn locks_outbox(&self) -> bool {
+        true
     }
 }
 
