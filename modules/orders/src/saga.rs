@@ -10,19 +10,14 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use async_trait::async_trait;
-use inventory_api::events::{StockReservationFailed, StockReserved};
 use orders_api::events::{OrderCancelled, OrderConfirmed, OrderRejected};
 use orders_api::{OrderId, OrderStatus, OrdersError, Participant, Reason};
-use payments_api::events::{PaymentAuthorized, PaymentDeclined};
 use shared_kernel::clock;
-use shared_kernel::messaging::{Envelope, EventContext, Handler, IntegrationEvent, outbox};
+use shared_kernel::messaging::{EventContext, outbox};
 use shared_kernel::storage::{ModuleDb, Tx, TxConn};
 use shared_kernel::{with_reader, with_tx};
 use time::OffsetDateTime;
 use uuid::Uuid;
-
-use crate::replicas::ProductReplicator;
 
 /// Unix microseconds: how deadlines are stored, comparable on both backends.
 pub(crate) fn unix_micros(at: OffsetDateTime) -> i64 {
@@ -234,13 +229,13 @@ async fn settle(
 
 /// The participant a reply comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Party {
+pub(crate) enum Party {
     Stock,
     Payment,
 }
 
 /// Applies a participant's reply to the order's saga.
-async fn on_reply(
+pub(crate) async fn on_reply(
     tx: &mut Tx,
     order_id: Uuid,
     party: Party,
@@ -354,81 +349,6 @@ pub(crate) async fn cancel(
             .await?;
             Ok(Cancel::Cancelled)
         }
-    }
-}
-
-/// `orders<-inventory`: product replicas, and stock replies to the saga.
-#[derive(Debug)]
-pub struct FromInventory;
-
-#[async_trait]
-impl Handler for FromInventory {
-    async fn handle(&self, tx: &mut Tx, event: &Envelope) -> anyhow::Result<()> {
-        if let Some(reserved) = event.decode::<StockReserved>() {
-            let reserved = reserved?;
-            let units: i64 = reserved.lines.iter().map(|l| l.quantity).sum();
-            let detail = format!("{units} units in {} allocations", reserved.lines.len());
-            on_reply(tx, reserved.order_id, Party::Stock, true, Some(detail)).await
-        } else if let Some(failed) = event.decode::<StockReservationFailed>() {
-            let failed = failed?;
-            let detail = format!(
-                "product {} requested {} available {}",
-                failed.product_id, failed.requested, failed.available
-            );
-            on_reply(tx, failed.order_id, Party::Stock, false, Some(detail)).await
-        } else {
-            ProductReplicator.handle(tx, event).await
-        }
-    }
-
-    fn event_types(&self) -> Option<&'static [&'static str]> {
-        Some(&[
-            StockReserved::TYPE,
-            StockReservationFailed::TYPE,
-            inventory_api::events::ProductCreated::TYPE,
-            inventory_api::events::ProductUpdated::TYPE,
-        ])
-    }
-
-    /// Orders are locked and events published.
-    fn locks_outbox(&self) -> bool {
-        true
-    }
-}
-
-/// `orders<-payments`: payment replies to the saga.
-#[derive(Debug)]
-pub struct FromPayments;
-
-#[async_trait]
-impl Handler for FromPayments {
-    async fn handle(&self, tx: &mut Tx, event: &Envelope) -> anyhow::Result<()> {
-        if let Some(authorized) = event.decode::<PaymentAuthorized>() {
-            let authorized = authorized?;
-            let detail = format!("payment {}", authorized.payment_id);
-            on_reply(tx, authorized.order_id, Party::Payment, true, Some(detail)).await
-        } else if let Some(declined) = event.decode::<PaymentDeclined>() {
-            let declined = declined?;
-            on_reply(
-                tx,
-                declined.order_id,
-                Party::Payment,
-                false,
-                Some(declined.reason),
-            )
-            .await
-        } else {
-            Ok(())
-        }
-    }
-
-    fn event_types(&self) -> Option<&'static [&'static str]> {
-        Some(&[PaymentAuthorized::TYPE, PaymentDeclined::TYPE])
-    }
-
-    /// Orders are locked and events published.
-    fn locks_outbox(&self) -> bool {
-        true
     }
 }
 
