@@ -2,6 +2,9 @@
 //! cancellation move an order out of `PENDING`, each transition committing together with the
 //! step it records and the outbox event it publishes.
 //!
+//! Every transition (a reply recorded, a settlement, an expiry, a cancel) runs in a `tracing`
+//! span carrying `order.id` and the `correlation_id` of the request or event that caused it.
+//!
 //! Every transition first locks the order's row (Postgres; the single SQLite writer serializes
 //! anyway), then re-reads its state: a reply, the timer and a cancel racing for one order are
 //! applied one after the other, and whichever comes second sees a settled order. Late and
@@ -156,7 +159,15 @@ async fn save(
     })
 }
 
+/// The correlation id of the request or event being handled, for a transition's span.
+fn correlation_id() -> Option<tracing::field::DisplayValue<Uuid>> {
+    EventContext::current()
+        .correlation_id
+        .map(tracing::field::display)
+}
+
 /// Moves the order from `from` to `to`, records the step and settles the saga.
+#[tracing::instrument(name = "saga.settle", skip_all, fields(order.id = %order_id, correlation_id = correlation_id(), to = to.as_str()))]
 async fn settle(
     tx: &mut Tx,
     order_id: Uuid,
@@ -235,6 +246,7 @@ pub(crate) enum Party {
 }
 
 /// Applies a participant's reply to the order's saga.
+#[tracing::instrument(name = "saga.reply", skip_all, fields(order.id = %order_id, correlation_id = correlation_id(), ?party, succeeded))]
 pub(crate) async fn on_reply(
     tx: &mut Tx,
     order_id: Uuid,
@@ -294,6 +306,7 @@ pub(crate) async fn on_reply(
 }
 
 /// Rejects the order with `timeout` if its saga is still open at `now`.
+#[tracing::instrument(name = "saga.expire", skip_all, fields(order.id = %order_id, correlation_id = correlation_id()))]
 pub(crate) async fn expire(tx: &mut Tx, order_id: Uuid, now: OffsetDateTime) -> anyhow::Result<()> {
     let Some(mut saga) = lock(tx, order_id).await? else {
         return Ok(());
@@ -325,6 +338,7 @@ pub(crate) enum Cancel {
 }
 
 /// Cancels a `PENDING` or `CONFIRMED` order.
+#[tracing::instrument(name = "saga.cancel", skip_all, fields(order.id = %order_id, correlation_id = correlation_id()))]
 pub(crate) async fn cancel(
     tx: &mut Tx,
     order_id: Uuid,
@@ -444,5 +458,73 @@ impl Deadlines {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod span_tests {
+    use std::sync::{Arc, Mutex};
+
+    use shared_kernel::storage::testing::on_each_backend;
+    use tracing::field::{Field, Visit};
+    use tracing::span::{Attributes, Id};
+    use tracing_subscriber::layer::{Context, SubscriberExt};
+
+    use super::*;
+
+    /// A span's name and its recorded fields (name, value).
+    type Opened = (String, Vec<(String, String)>);
+
+    /// Every span opened.
+    #[derive(Clone, Default)]
+    struct Spans(Arc<Mutex<Vec<Opened>>>);
+
+    struct Fields(Vec<(String, String)>);
+
+    impl Visit for Fields {
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            self.0.push((field.name().to_owned(), format!("{value:?}")));
+        }
+    }
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Spans {
+        fn on_new_span(&self, attrs: &Attributes<'_>, _: &Id, _: Context<'_, S>) {
+            let mut fields = Fields(Vec::new());
+            attrs.record(&mut fields);
+            let name = attrs.metadata().name().to_owned();
+            self.0.lock().unwrap().push((name, fields.0));
+        }
+    }
+
+    /// A cancel runs in a span naming the order and the correlation of its request.
+    #[tokio::test]
+    async fn a_transition_runs_in_a_span_with_the_order_and_correlation_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        on_each_backend(
+            crate::NAME,
+            &crate::MIGRATIONS,
+            dir.path(),
+            |db| async move {
+                let spans = Spans::default();
+                let _default = tracing::subscriber::set_default(
+                    tracing_subscriber::registry().with(spans.clone()),
+                );
+                let (order_id, correlation_id) = (Uuid::now_v7(), Uuid::now_v7());
+                let context = EventContext {
+                    correlation_id: Some(correlation_id),
+                    ..EventContext::default()
+                };
+                let mut tx = db.begin().await.unwrap();
+                let cancelled = context.scope(cancel(&mut tx, order_id, clock::now())).await;
+                assert!(matches!(cancelled, Ok(Cancel::NotFound)));
+                let spans = spans.0.lock().unwrap().clone();
+                let expected = vec![
+                    ("order.id".to_owned(), order_id.to_string()),
+                    ("correlation_id".to_owned(), correlation_id.to_string()),
+                ];
+                assert_eq!(spans, [("saga.cancel".to_owned(), expected)]);
+            },
+        )
+        .await;
     }
 }
