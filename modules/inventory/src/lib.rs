@@ -7,6 +7,7 @@
 //! [`subscriptions`]).
 
 mod domain;
+mod handlers;
 mod http;
 mod reservations;
 mod seed;
@@ -16,8 +17,9 @@ use std::sync::Arc;
 
 use shared_kernel::messaging::Subscription;
 
+pub use handlers::OrderEvents;
 pub use http::router;
-pub use reservations::{RESERVATIONS_METRIC, ReservationHandler};
+pub use reservations::RESERVATIONS_METRIC;
 pub use seed::SeedReservation;
 pub use service::Inventory;
 
@@ -40,11 +42,7 @@ pub static MIGRATIONS: shared_kernel::storage::Migrations = shared_kernel::stora
 };
 
 /// The events inventory consumes: the orders module's, into stock reservations
-/// (`inventory<-orders`, handled by [`ReservationHandler`]).
+/// (`inventory<-orders`, handled by [`OrderEvents`]).
 pub fn subscriptions() -> Vec<Subscription> {
-    vec![Subscription::new(
-        NAME,
-        ORDERS,
-        Arc::new(ReservationHandler),
-    )]
+    vec![Subscription::new(NAME, ORDERS, Arc::new(OrderEvents))]
 }

@@ -1,7 +1,8 @@
 //! Stock reservations: inventory's step of the order saga.
 //!
-//! [`ReservationHandler`] applies the orders module's events inside the consumer transaction
-//! of the subscription `inventory<-orders` (together with its inbox and checkpoint):
+//! [`crate::handlers::OrderEvents`] applies the orders module's events through these functions
+//! inside the consumer transaction of the subscription `inventory<-orders` (together with its
+//! inbox and checkpoint):
 //!
 //! - `OrderPlaced`: reserve every line or none, drawing from the warehouses with the most
 //!   available units first (ties by warehouse name, byte-wise); a line may span warehouses.
@@ -20,48 +21,20 @@
 //! enough units are available — zero rows is an error that rolls the whole batch back. SQLite
 //! has a single writer, so its transactions cannot interleave at all.
 
-use async_trait::async_trait;
 use inventory_api::events::{
     ReservedLine, StockCommitted, StockReleased, StockReservationFailed, StockReserved,
     StockRestocked,
 };
 use inventory_api::{ProductId, ReservationStatus};
-use orders_api::events::{OrderCancelled, OrderConfirmed, OrderPlaced, OrderRejected, PlacedLine};
+use orders_api::events::{OrderPlaced, PlacedLine};
 use shared_kernel::clock;
-use shared_kernel::messaging::{Envelope, EventContext, Handler, outbox};
+use shared_kernel::messaging::{EventContext, outbox};
 use shared_kernel::storage::{Tx, TxConn};
 use shared_kernel::with_tx;
 use uuid::Uuid;
 
 /// Name of the reservation outcome counter (`outcome` = `reserved` | `failed`).
 pub const RESERVATIONS_METRIC: &str = "bounded_stock_reservations_total";
-
-/// Applies `orders.*` events to stock: reserve, commit, release, restock.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct ReservationHandler;
-
-#[async_trait]
-impl Handler for ReservationHandler {
-    async fn handle(&self, tx: &mut Tx, event: &Envelope) -> anyhow::Result<()> {
-        // Stock rows are locked and events published: the outbox lock first, always.
-        outbox::lock(tx).await?;
-        if let Some(placed) = event.decode::<OrderPlaced>() {
-            reserve(tx, &placed?).await
-        } else if let Some(confirmed) = event.decode::<OrderConfirmed>() {
-            settle(tx, confirmed?.order_id.0, Settlement::Commit).await
-        } else if let Some(rejected) = event.decode::<OrderRejected>() {
-            settle(tx, rejected?.order_id.0, Settlement::Release).await
-        } else if let Some(cancelled) = event.decode::<OrderCancelled>() {
-            settle(tx, cancelled?.order_id.0, Settlement::Cancel).await
-        } else {
-            Ok(())
-        }
-    }
-
-    fn event_types(&self) -> Option<&'static [&'static str]> {
-        Some(orders_api::events::TYPES)
-    }
-}
 
 /// Units of one product that one warehouse can give (`on_hand - reserved`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,7 +118,7 @@ pub(crate) fn plan(
 }
 
 /// Handles `OrderPlaced`: reserves every line or none, once per order.
-async fn reserve(tx: &mut Tx, placed: &OrderPlaced) -> anyhow::Result<()> {
+pub(crate) async fn reserve(tx: &mut Tx, placed: &OrderPlaced) -> anyhow::Result<()> {
     let order_id = placed.order_id.0;
     let now = clock::now();
     // Claim the order first: a duplicate (or a concurrent twin on Postgres, which waits on the
@@ -319,7 +292,7 @@ async fn set_status(
 
 /// What an order's outcome asks of its reservation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Settlement {
+pub(crate) enum Settlement {
     /// `OrderConfirmed`: reserved → committed.
     Commit,
     /// `OrderRejected`: reserved → released.
@@ -330,7 +303,11 @@ enum Settlement {
 
 /// Moves a reservation on, if it is in a state the settlement applies to, and moves its units
 /// accordingly; does nothing otherwise (no reservation, failed, already settled).
-async fn settle(tx: &mut Tx, order_id: Uuid, settlement: Settlement) -> anyhow::Result<()> {
+pub(crate) async fn settle(
+    tx: &mut Tx,
+    order_id: Uuid,
+    settlement: Settlement,
+) -> anyhow::Result<()> {
     // One conditional update decides: a duplicate or concurrent twin matches no row (on
     // Postgres it waits for this transaction and then re-checks the status).
     let sql = match settlement {

@@ -1,6 +1,6 @@
 //! Stock reservations driven by the orders module's events, on SQLite and on Postgres.
 //!
-//! Events are built here and applied with [`ReservationHandler`] inside a module transaction,
+//! Events are built here and applied with [`OrderEvents`] inside a module transaction,
 //! as the subscription `inventory<-orders` would (without its inbox, so that the handler's own
 //! idempotency is what is tested).
 
@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt as _;
-use inventory::{Inventory, ReservationHandler};
+use inventory::{Inventory, OrderEvents};
 use inventory_api::{
     InventoryApi, InventoryError, NewProduct, ProductId, ReservationLine, ReservationStatus,
     SetStock,
@@ -20,7 +20,7 @@ use orders_api::events::{OrderCancelled, OrderConfirmed, OrderPlaced, OrderRejec
 use orders_api::{OrderId, Reason};
 use serde_json::{Value, json};
 use shared_kernel::clock;
-use shared_kernel::messaging::{Envelope, Handler, IntegrationEvent, outbox};
+use shared_kernel::messaging::{Envelope, IntegrationEvent, outbox, run_handler};
 use shared_kernel::storage::testing::{TestDatabase, postgres_url};
 use shared_kernel::storage::{ModuleDb, StorageConfig};
 use tempfile::TempDir;
@@ -140,7 +140,7 @@ impl Fixture {
 
 async fn apply(db: &ModuleDb, event: &Envelope) -> anyhow::Result<()> {
     let mut tx = db.begin().await?;
-    ReservationHandler.handle(&mut tx, event).await?;
+    run_handler(&mut tx, "inventory<-orders", &OrderEvents, event).await?;
     tx.commit().await?;
     Ok(())
 }

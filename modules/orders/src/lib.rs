@@ -7,8 +7,9 @@
 //! modules reach it only through [`orders_api::OrdersApi`] and its events.
 
 mod domain;
-mod group_commit;
+mod handlers;
 mod http;
+mod placement;
 mod read_model;
 mod replicas;
 mod saga;
@@ -49,9 +50,17 @@ pub fn subscriptions() -> Vec<Subscription> {
         Subscription::new(
             NAME,
             customers_api::MODULE,
-            Arc::new(replicas::CustomerReplicator),
+            Arc::new(handlers::CustomerEvents),
         ),
-        Subscription::new(NAME, inventory_api::MODULE, Arc::new(saga::FromInventory)),
-        Subscription::new(NAME, payments_api::MODULE, Arc::new(saga::FromPayments)),
+        Subscription::new(
+            NAME,
+            inventory_api::MODULE,
+            Arc::new(handlers::InventoryEvents),
+        ),
+        Subscription::new(
+            NAME,
+            payments_api::MODULE,
+            Arc::new(handlers::PaymentEvents),
+        ),
     ]
 }

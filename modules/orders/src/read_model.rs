@@ -25,9 +25,7 @@ use payments_api::events::{
 };
 use serde::Serialize;
 use shared_kernel::http::{Page, PageRequest};
-use shared_kernel::messaging::{
-    Bus, Envelope, EventLog, Handler, Subscription, lock_checkpoint, outbox,
-};
+use shared_kernel::messaging::{Bus, Envelope, EventLog, Handler, Subscription, lock_checkpoint};
 use shared_kernel::storage::{Migrations, ModuleDb, StorageError, Tx, equal_filters};
 use shared_kernel::{with_reader, with_tx};
 use time::OffsetDateTime;
@@ -490,7 +488,9 @@ async fn read(log: &dyn EventLog, after: i64) -> Result<Vec<Envelope>, ReadModel
         .map_err(|_| ReadModelError::SourceUnavailable(log.source()))
 }
 
-/// The live projector of one source: writes the active generation.
+/// The live projector of one source: writes the active generation. Not a module's handler of
+/// another module's events (those are the modules' `handlers::<Source>Events`): one type for
+/// the three sources, consumed by the read store (`order_summaries<-<source>`).
 #[derive(Debug)]
 struct Projector {
     source: &'static str,
@@ -499,10 +499,6 @@ struct Projector {
 #[async_trait]
 impl Handler for Projector {
     async fn handle(&self, tx: &mut Tx, event: &Envelope) -> anyhow::Result<()> {
-        // The three projector batches lock summary and customer rows in data order; taking the
-        // read store's outbox lock first serializes them (the kernel's lock-order rule, see
-        // `outbox::lock`), so they cannot deadlock on Postgres and park events.
-        outbox::lock(tx).await?;
         project(tx, None, event).await
     }
 
@@ -513,6 +509,14 @@ impl Handler for Projector {
             payments_api::MODULE => Some(payments_api::events::TYPES),
             _ => None,
         }
+    }
+
+    /// The projector publishes nothing, but its three batches lock summary and customer rows
+    /// in data order; taking the read store's outbox lock first serializes them (the kernel's
+    /// lock-order rule, see `outbox::lock`), so they cannot deadlock on Postgres and park
+    /// events.
+    fn locks_outbox(&self) -> bool {
+        true
     }
 }
 

@@ -2,6 +2,9 @@
 //! cancellation move an order out of `PENDING`, each transition committing together with the
 //! step it records and the outbox event it publishes.
 //!
+//! Every transition (a reply recorded, a settlement, an expiry, a cancel) runs in a `tracing`
+//! span carrying `order.id` and the `correlation_id` of the request or event that caused it.
+//!
 //! Every transition first locks the order's row (Postgres; the single SQLite writer serializes
 //! anyway), then re-reads its state: a reply, the timer and a cancel racing for one order are
 //! applied one after the other, and whichever comes second sees a settled order. Late and
@@ -10,19 +13,14 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use async_trait::async_trait;
-use inventory_api::events::{StockReservationFailed, StockReserved};
 use orders_api::events::{OrderCancelled, OrderConfirmed, OrderRejected};
-use orders_api::{OrderId, OrderStatus, OrdersError, Reason};
-use payments_api::events::{PaymentAuthorized, PaymentDeclined};
+use orders_api::{OrderId, OrderStatus, OrdersError, Participant, Reason};
 use shared_kernel::clock;
-use shared_kernel::messaging::{Envelope, EventContext, Handler, IntegrationEvent, outbox};
-use shared_kernel::storage::{Tx, TxConn};
+use shared_kernel::messaging::{EventContext, outbox};
+use shared_kernel::storage::{ModuleDb, Tx, TxConn};
 use shared_kernel::{with_reader, with_tx};
 use time::OffsetDateTime;
 use uuid::Uuid;
-
-use crate::replicas::ProductReplicator;
 
 /// Unix microseconds: how deadlines are stored, comparable on both backends.
 pub(crate) fn unix_micros(at: OffsetDateTime) -> i64 {
@@ -34,11 +32,42 @@ pub(crate) fn from_unix_micros(us: i64) -> OffsetDateTime {
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
+/// The steps a saga records (`saga_steps.step`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    Placed,
+    StockReserved,
+    StockReservationFailed,
+    PaymentAuthorized,
+    PaymentDeclined,
+    Confirmed,
+    Rejected,
+    TimedOut,
+    Cancelled,
+}
+
+impl Step {
+    /// The stored name.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Step::Placed => "placed",
+            Step::StockReserved => "stock_reserved",
+            Step::StockReservationFailed => "stock_reservation_failed",
+            Step::PaymentAuthorized => "payment_authorized",
+            Step::PaymentDeclined => "payment_declined",
+            Step::Confirmed => "confirmed",
+            Step::Rejected => "rejected",
+            Step::TimedOut => "timed_out",
+            Step::Cancelled => "cancelled",
+        }
+    }
+}
+
 /// The saga of one order as locked for a transition.
 struct Locked {
     status: OrderStatus,
-    stock: String,
-    payment: String,
+    stock: Participant,
+    payment: Participant,
     deadline_us: i64,
     steps: i32,
     created_at: OffsetDateTime,
@@ -46,7 +75,8 @@ struct Locked {
 
 /// Locks the order for a transition. The outbox lock comes first (see [`outbox::lock`]): two
 /// subscription batches (stock and payment replies) and the timer each lock orders and publish,
-/// and would otherwise deadlock over an order and the outbox.
+/// and would otherwise deadlock over an order and the outbox. (In a batch the kernel has taken
+/// it already, the handlers declaring `locks_outbox`; the timer and cancel take it here.)
 async fn lock(tx: &mut Tx, order_id: Uuid) -> anyhow::Result<Option<Locked>> {
     outbox::lock(tx).await?;
     let sql = match tx.conn {
@@ -69,10 +99,13 @@ async fn lock(tx: &mut Tx, order_id: Uuid) -> anyhow::Result<Option<Locked>> {
         return Ok(None);
     };
     let status = OrderStatus::parse(&status).context("stored order has an unknown status")?;
+    let participant = |value: &str| {
+        Participant::parse(value).context("stored saga has an unknown participant state")
+    };
     Ok(Some(Locked {
         status,
-        stock,
-        payment,
+        stock: participant(&stock)?,
+        payment: participant(&payment)?,
         deadline_us,
         steps,
         created_at,
@@ -84,7 +117,7 @@ pub(crate) async fn record_step(
     tx: &mut Tx,
     order_id: Uuid,
     n: i32,
-    step: &str,
+    step: Step,
     detail: Option<&str>,
     at: OffsetDateTime,
 ) -> Result<(), sqlx::Error> {
@@ -94,7 +127,7 @@ pub(crate) async fn record_step(
         )
         .bind(order_id)
         .bind(n)
-        .bind(step)
+        .bind(step.as_str())
         .bind(detail)
         .bind(at)
         .execute(conn)
@@ -116,8 +149,8 @@ async fn save(
                settled_at = COALESCE(settled_at, $5) WHERE order_id = $1",
         )
         .bind(order_id)
-        .bind(&saga.stock)
-        .bind(&saga.payment)
+        .bind(saga.stock.as_str())
+        .bind(saga.payment.as_str())
         .bind(saga.steps)
         .bind(settled_at)
         .execute(conn)
@@ -126,7 +159,15 @@ async fn save(
     })
 }
 
+/// The correlation id of the request or event being handled, for a transition's span.
+fn correlation_id() -> Option<tracing::field::DisplayValue<Uuid>> {
+    EventContext::current()
+        .correlation_id
+        .map(tracing::field::display)
+}
+
 /// Moves the order from `from` to `to`, records the step and settles the saga.
+#[tracing::instrument(name = "saga.settle", skip_all, fields(order.id = %order_id, correlation_id = correlation_id(), to = to.as_str()))]
 async fn settle(
     tx: &mut Tx,
     order_id: Uuid,
@@ -154,10 +195,10 @@ async fn settle(
     saga.status = to;
     saga.steps += 1;
     let step = match (to, reason) {
-        (OrderStatus::Confirmed, _) => "confirmed",
-        (OrderStatus::Cancelled, _) => "cancelled",
-        (_, Some(Reason::Timeout)) => "timed_out",
-        _ => "rejected",
+        (OrderStatus::Confirmed, _) => Step::Confirmed,
+        (OrderStatus::Cancelled, _) => Step::Cancelled,
+        (_, Some(Reason::Timeout)) => Step::TimedOut,
+        _ => Step::Rejected,
     };
     record_step(
         tx,
@@ -197,18 +238,19 @@ async fn settle(
     Ok(())
 }
 
-/// A participant of the saga.
+/// The participant a reply comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Participant {
+pub(crate) enum Party {
     Stock,
     Payment,
 }
 
 /// Applies a participant's reply to the order's saga.
-async fn on_reply(
+#[tracing::instrument(name = "saga.reply", skip_all, fields(order.id = %order_id, correlation_id = correlation_id(), ?party, succeeded))]
+pub(crate) async fn on_reply(
     tx: &mut Tx,
     order_id: Uuid,
-    participant: Participant,
+    party: Party,
     succeeded: bool,
     detail: Option<String>,
 ) -> anyhow::Result<()> {
@@ -216,18 +258,18 @@ async fn on_reply(
     let Some(mut saga) = lock(tx, order_id).await? else {
         // Only orders publishes the orders participants reply to; an unknown order is a reply
         // to someone else's order id, which changes nothing here.
-        tracing::warn!(%order_id, ?participant, "Reply for an unknown order ignored.");
+        tracing::warn!(%order_id, ?party, "Reply for an unknown order ignored.");
         return Ok(());
     };
-    let step = match (participant, succeeded) {
-        (Participant::Stock, true) => "stock_reserved",
-        (Participant::Stock, false) => "stock_reservation_failed",
-        (Participant::Payment, true) => "payment_authorized",
-        (Participant::Payment, false) => "payment_declined",
+    let step = match (party, succeeded) {
+        (Party::Stock, true) => Step::StockReserved,
+        (Party::Stock, false) => Step::StockReservationFailed,
+        (Party::Payment, true) => Step::PaymentAuthorized,
+        (Party::Payment, false) => Step::PaymentDeclined,
     };
-    let answered = match participant {
-        Participant::Stock => saga.stock != "waiting",
-        Participant::Payment => saga.payment != "waiting",
+    let answered = match party {
+        Party::Stock => saga.stock != Participant::Waiting,
+        Party::Payment => saga.payment != Participant::Waiting,
     };
     saga.steps += 1;
     if saga.status != OrderStatus::Pending || answered {
@@ -241,20 +283,21 @@ async fn on_reply(
         save(tx, order_id, &saga, None).await?;
         return Ok(());
     }
-    let reply = if succeeded { "succeeded" } else { "failed" }.to_owned();
-    match participant {
-        Participant::Stock => saga.stock = reply,
-        Participant::Payment => saga.payment = reply,
+    let reply = if succeeded {
+        Participant::Succeeded
+    } else {
+        Participant::Failed
+    };
+    match party {
+        Party::Stock => saga.stock = reply,
+        Party::Payment => saga.payment = reply,
     }
     record_step(tx, order_id, saga.steps, step, detail.as_deref(), now).await?;
-    let outcome = if saga.stock == "failed" {
-        Some((OrderStatus::Rejected, Some(Reason::OutOfStock)))
-    } else if saga.payment == "failed" {
-        Some((OrderStatus::Rejected, Some(Reason::PaymentDeclined)))
-    } else if saga.stock == "succeeded" && saga.payment == "succeeded" {
-        Some((OrderStatus::Confirmed, None))
-    } else {
-        None
+    let outcome = match (saga.stock, saga.payment) {
+        (Participant::Failed, _) => Some((OrderStatus::Rejected, Some(Reason::OutOfStock))),
+        (_, Participant::Failed) => Some((OrderStatus::Rejected, Some(Reason::PaymentDeclined))),
+        (Participant::Succeeded, Participant::Succeeded) => Some((OrderStatus::Confirmed, None)),
+        _ => None,
     };
     match outcome {
         Some((to, reason)) => settle(tx, order_id, &mut saga, to, reason, now).await,
@@ -263,6 +306,7 @@ async fn on_reply(
 }
 
 /// Rejects the order with `timeout` if its saga is still open at `now`.
+#[tracing::instrument(name = "saga.expire", skip_all, fields(order.id = %order_id, correlation_id = correlation_id()))]
 pub(crate) async fn expire(tx: &mut Tx, order_id: Uuid, now: OffsetDateTime) -> anyhow::Result<()> {
     let Some(mut saga) = lock(tx, order_id).await? else {
         return Ok(());
@@ -294,6 +338,7 @@ pub(crate) enum Cancel {
 }
 
 /// Cancels a `PENDING` or `CONFIRMED` order.
+#[tracing::instrument(name = "saga.cancel", skip_all, fields(order.id = %order_id, correlation_id = correlation_id()))]
 pub(crate) async fn cancel(
     tx: &mut Tx,
     order_id: Uuid,
@@ -321,87 +366,26 @@ pub(crate) async fn cancel(
     }
 }
 
-/// `orders<-inventory`: product replicas, and stock replies to the saga.
-#[derive(Debug)]
-pub struct FromInventory;
-
-#[async_trait]
-impl Handler for FromInventory {
-    async fn handle(&self, tx: &mut Tx, event: &Envelope) -> anyhow::Result<()> {
-        if let Some(reserved) = event.decode::<StockReserved>() {
-            let reserved = reserved?;
-            let units: i64 = reserved.lines.iter().map(|l| l.quantity).sum();
-            let detail = format!("{units} units in {} allocations", reserved.lines.len());
-            on_reply(
-                tx,
-                reserved.order_id,
-                Participant::Stock,
-                true,
-                Some(detail),
-            )
-            .await
-        } else if let Some(failed) = event.decode::<StockReservationFailed>() {
-            let failed = failed?;
-            let detail = format!(
-                "product {} requested {} available {}",
-                failed.product_id, failed.requested, failed.available
-            );
-            on_reply(tx, failed.order_id, Participant::Stock, false, Some(detail)).await
-        } else {
-            ProductReplicator.handle(tx, event).await
-        }
-    }
-
-    fn event_types(&self) -> Option<&'static [&'static str]> {
-        Some(&[
-            StockReserved::TYPE,
-            StockReservationFailed::TYPE,
-            inventory_api::events::ProductCreated::TYPE,
-            inventory_api::events::ProductUpdated::TYPE,
-        ])
+/// A saga transition's failure: a storage error is classified as such (unavailable or
+/// unexpected), anything else is unexpected.
+pub(crate) fn transition_error(db: &ModuleDb, error: anyhow::Error) -> OrdersError {
+    match error.downcast::<sqlx::Error>() {
+        Ok(e) => db.classify(e).into(),
+        Err(other) => OrdersError::Unexpected(other.into()),
     }
 }
 
-/// `orders<-payments`: payment replies to the saga.
-#[derive(Debug)]
-pub struct FromPayments;
-
-#[async_trait]
-impl Handler for FromPayments {
-    async fn handle(&self, tx: &mut Tx, event: &Envelope) -> anyhow::Result<()> {
-        if let Some(authorized) = event.decode::<PaymentAuthorized>() {
-            let authorized = authorized?;
-            let detail = format!("payment {}", authorized.payment_id);
-            on_reply(
-                tx,
-                authorized.order_id,
-                Participant::Payment,
-                true,
-                Some(detail),
-            )
-            .await
-        } else if let Some(declined) = event.decode::<PaymentDeclined>() {
-            let declined = declined?;
-            on_reply(
-                tx,
-                declined.order_id,
-                Participant::Payment,
-                false,
-                Some(declined.reason),
-            )
-            .await
-        } else {
-            Ok(())
-        }
-    }
-
-    fn event_types(&self) -> Option<&'static [&'static str]> {
-        Some(&[PaymentAuthorized::TYPE, PaymentDeclined::TYPE])
-    }
+/// The saga's deadline timer over the orders database `db`.
+#[derive(Debug, Clone)]
+pub(crate) struct Deadlines {
+    pub db: ModuleDb,
 }
 
-/// The saga's deadline timer.
-impl crate::Orders {
+impl Deadlines {
+    fn storage(&self, error: sqlx::Error) -> OrdersError {
+        self.db.classify(error).into()
+    }
+
     /// Rejects every open saga whose deadline has passed; returns the next deadline (Unix µs).
     pub(crate) async fn expire_due(&self) -> Result<Option<i64>, OrdersError> {
         loop {
@@ -423,7 +407,7 @@ impl crate::Orders {
                 let mut tx = self.db.begin().await?;
                 expire(&mut tx, order_id, now)
                     .await
-                    .map_err(|e| self.saga_error(e))?;
+                    .map_err(|e| transition_error(&self.db, e))?;
                 tx.commit().await.map_err(|e| self.storage(e))?;
             }
         }
@@ -440,7 +424,7 @@ impl crate::Orders {
     /// Deadlines live in the database, so sagas left open by a stopped or crashed process are
     /// expired by the next one; on Postgres several processes may run it (each expiry locks
     /// its order and re-checks it).
-    pub async fn run_deadlines(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
+    pub(crate) async fn run(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
         let mut commits = self.db.outbox_commits();
         let poll = Duration::from_secs(1);
         while !*stop.borrow() {
@@ -474,5 +458,73 @@ impl crate::Orders {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod span_tests {
+    use std::sync::{Arc, Mutex};
+
+    use shared_kernel::storage::testing::on_each_backend;
+    use tracing::field::{Field, Visit};
+    use tracing::span::{Attributes, Id};
+    use tracing_subscriber::layer::{Context, SubscriberExt};
+
+    use super::*;
+
+    /// A span's name and its recorded fields (name, value).
+    type Opened = (String, Vec<(String, String)>);
+
+    /// Every span opened.
+    #[derive(Clone, Default)]
+    struct Spans(Arc<Mutex<Vec<Opened>>>);
+
+    struct Fields(Vec<(String, String)>);
+
+    impl Visit for Fields {
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            self.0.push((field.name().to_owned(), format!("{value:?}")));
+        }
+    }
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Spans {
+        fn on_new_span(&self, attrs: &Attributes<'_>, _: &Id, _: Context<'_, S>) {
+            let mut fields = Fields(Vec::new());
+            attrs.record(&mut fields);
+            let name = attrs.metadata().name().to_owned();
+            self.0.lock().unwrap().push((name, fields.0));
+        }
+    }
+
+    /// A cancel runs in a span naming the order and the correlation of its request.
+    #[tokio::test]
+    async fn a_transition_runs_in_a_span_with_the_order_and_correlation_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        on_each_backend(
+            crate::NAME,
+            &crate::MIGRATIONS,
+            dir.path(),
+            |db| async move {
+                let spans = Spans::default();
+                let _default = tracing::subscriber::set_default(
+                    tracing_subscriber::registry().with(spans.clone()),
+                );
+                let (order_id, correlation_id) = (Uuid::now_v7(), Uuid::now_v7());
+                let context = EventContext {
+                    correlation_id: Some(correlation_id),
+                    ..EventContext::default()
+                };
+                let mut tx = db.begin().await.unwrap();
+                let cancelled = context.scope(cancel(&mut tx, order_id, clock::now())).await;
+                assert!(matches!(cancelled, Ok(Cancel::NotFound)));
+                let spans = spans.0.lock().unwrap().clone();
+                let expected = vec![
+                    ("order.id".to_owned(), order_id.to_string()),
+                    ("correlation_id".to_owned(), correlation_id.to_string()),
+                ];
+                assert_eq!(spans, [("saga.cancel".to_owned(), expected)]);
+            },
+        )
+        .await;
     }
 }

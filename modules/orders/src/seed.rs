@@ -4,6 +4,7 @@
 //! sees these orders; a projection rebuild replays the log only, so it drops their summaries
 //! (as it would for orders whose events retention has pruned).
 
+use orders_api::Participant;
 use shared_kernel::bulk_insert;
 use shared_kernel::storage::Tx;
 use shared_kernel::with_tx;
@@ -51,14 +52,14 @@ impl SeedOrder {
 /// The steps of a confirmed saga, in order, with their details.
 fn steps(order: &SeedOrder) -> [(i32, &'static str, Option<String>); 4] {
     [
-        (1, "placed", None),
-        (2, "stock_reserved", None),
+        (1, saga::Step::Placed.as_str(), None),
+        (2, saga::Step::StockReserved.as_str(), None),
         (
             3,
-            "payment_authorized",
+            saga::Step::PaymentAuthorized.as_str(),
             Some(format!("payment {}", order.payment_id)),
         ),
-        (4, "confirmed", None),
+        (4, saga::Step::Confirmed.as_str(), None),
     ]
 }
 
@@ -124,8 +125,8 @@ async fn insert_orders(tx: &mut Tx, orders: &[SeedOrder]) -> Result<(), sqlx::Er
         orders,
         |q, o| q
             .bind(o.id)
-            .bind("succeeded")
-            .bind("succeeded")
+            .bind(Participant::Succeeded.as_str())
+            .bind(Participant::Succeeded.as_str())
             .bind(saga::unix_micros(o.at))
             .bind(o.at)
             .bind(4_i32)

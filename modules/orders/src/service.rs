@@ -1,33 +1,28 @@
-//! [`Orders`]: the module's implementation of [`OrdersApi`] over its own database, calling
-//! customers and inventory through their contracts.
+//! [`Orders`]: the module's implementation of [`OrdersApi`] over its own database: reads,
+//! lists, the long poll and cancellation here; placing an order in [`crate::placement`], saga
+//! transitions and the deadline timer in [`crate::saga`].
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use customers_api::{CustomerId, CustomersApi, CustomersError};
-use futures::future::join_all;
-use inventory_api::{InventoryApi, InventoryError, Product, ProductId};
+use customers_api::CustomersApi;
+use inventory_api::InventoryApi;
 use orders_api::{
     NewOrder, Order, OrderFilter, OrderId, OrderLine, OrderStatus, OrdersApi, OrdersError,
     Participant, Reason, Saga, SagaStep,
 };
 use shared_kernel::clock;
-use shared_kernel::http::{FieldError, Page, PageRequest};
-use shared_kernel::messaging::EventContext;
-use shared_kernel::storage::idempotency::{self, IdempotencyError, IdempotencyKey};
-use shared_kernel::storage::{IdSet, ModuleDb, Tx, equal_filters};
-use shared_kernel::{with_reader, with_tx};
+use shared_kernel::http::{Page, PageRequest};
+use shared_kernel::storage::idempotency::IdempotencyKey;
+use shared_kernel::storage::{IdSet, ModuleDb, equal_filters};
+use shared_kernel::with_reader;
 use time::OffsetDateTime;
 use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
-use crate::domain;
-use crate::group_commit::{PlacementQueue, write_placement};
+use crate::placement::Placements;
 use crate::saga;
-
-/// Scope of `Idempotency-Key`s of order placement.
-const SCOPE_PLACE_ORDER: &str = "orders.place";
 /// How often a long poll looks again without a wake-up (another process may have settled the
 /// order; its commit does not wake this one).
 const LONG_POLL_RECHECK: Duration = Duration::from_millis(500);
@@ -51,11 +46,9 @@ impl Default for OrdersConfig {
 #[derive(Clone)]
 pub struct Orders {
     pub(crate) db: ModuleDb,
-    customers: Arc<dyn CustomersApi>,
-    inventory: Arc<dyn InventoryApi>,
     config: OrdersConfig,
-    /// Placements waiting for their group commit (see [`crate::group_commit`]).
-    pub(crate) placements: Arc<PlacementQueue>,
+    /// Places orders, calling customers and inventory (see [`crate::placement`]).
+    placements: Placements,
 }
 
 impl std::fmt::Debug for Orders {
@@ -152,12 +145,8 @@ macro_rules! saga_columns {
 
 /// Groups rows ordered by order id and step number into sagas.
 fn sagas_from_rows(rows: Vec<SagaStepRow>) -> Result<Vec<Saga>, OrdersError> {
-    let participant = |value: &str| match value {
-        "succeeded" => Ok(Participant::Succeeded),
-        "failed" => Ok(Participant::Failed),
-        "waiting" => Ok(Participant::Waiting),
-        _ => Err(corrupt("saga participant")),
-    };
+    let participant =
+        |value: &str| Participant::parse(value).ok_or_else(|| corrupt("saga participant"));
     let mut sagas: Vec<Saga> = Vec::new();
     for row in rows {
         let step = SagaStep {
@@ -192,67 +181,26 @@ impl Orders {
         inventory: Arc<dyn InventoryApi>,
         config: OrdersConfig,
     ) -> Self {
+        let placements = Placements::new(db.clone(), customers, inventory, config.saga_timeout);
         Self {
             db,
-            customers,
-            inventory,
             config,
-            placements: Arc::default(),
+            placements,
         }
     }
 
-    pub(crate) fn storage(&self, error: sqlx::Error) -> OrdersError {
+    fn storage(&self, error: sqlx::Error) -> OrdersError {
         self.db.classify(error).into()
     }
 
-    /// A saga transition's failure: a storage error is classified as such (unavailable or
-    /// unexpected), anything else is unexpected.
-    pub(crate) fn saga_error(&self, error: anyhow::Error) -> OrdersError {
-        match error.downcast::<sqlx::Error>() {
-            Ok(e) => self.storage(e),
-            Err(other) => OrdersError::Unexpected(other.into()),
+    /// The durable saga timer: rejects open sagas at their deadline until `stop` turns true
+    /// (see [`saga::Deadlines`]).
+    pub async fn run_deadlines(&self, stop: tokio::sync::watch::Receiver<bool>) {
+        saga::Deadlines {
+            db: self.db.clone(),
         }
-    }
-
-    /// Checks the customer and reads every product, concurrently; unknown ones are field
-    /// errors, an unreachable module is [`OrdersError::Unavailable`].
-    async fn look_up(&self, input: &NewOrder) -> Result<Vec<Product>, OrdersError> {
-        let customer = self.customers.get(CustomerId(input.customer_id));
-        let products = join_all(
-            input
-                .items
-                .iter()
-                .map(|item| self.inventory.get_product(ProductId(item.product_id))),
-        );
-        let (customer, products) = futures::join!(customer, products);
-        let mut errors = Vec::new();
-        match customer {
-            Ok(_) => {}
-            Err(CustomersError::NotFound(_)) => {
-                errors.push(FieldError::new("customer_id", "no customer with this id"));
-            }
-            Err(CustomersError::Unavailable) => return Err(OrdersError::Unavailable("customers")),
-            Err(e) => return Err(OrdersError::Unexpected(Box::new(e))),
-        }
-        let mut found = Vec::with_capacity(products.len());
-        for (i, product) in products.into_iter().enumerate() {
-            match product {
-                Ok(product) => found.push(product),
-                Err(InventoryError::ProductNotFound(_)) => errors.push(FieldError::new(
-                    format!("items[{i}].product_id"),
-                    "no product with this id",
-                )),
-                Err(InventoryError::Unavailable) => {
-                    return Err(OrdersError::Unavailable("inventory"));
-                }
-                Err(e) => return Err(OrdersError::Unexpected(Box::new(e))),
-            }
-        }
-        if errors.is_empty() {
-            Ok(found)
-        } else {
-            Err(OrdersError::Invalid(errors))
-        }
+        .run(stop)
+        .await;
     }
 
     async fn read(&self, id: OrderId) -> Result<Order, OrdersError> {
@@ -287,52 +235,6 @@ fn get_many_sql(postgres: bool) -> String {
     )
 }
 
-pub(crate) async fn insert_order(
-    tx: &mut Tx,
-    order: &Order,
-    deadline_us: i64,
-) -> Result<(), sqlx::Error> {
-    with_tx!(tx, |conn| {
-        sqlx::query(
-            "INSERT INTO orders (id, customer_id, status, reason, total_cents, created_at, updated_at) \
-             VALUES ($1, $2, $3, NULL, $4, $5, $5)",
-        )
-        .bind(order.id.0)
-        .bind(order.customer_id)
-        .bind(order.status.as_str())
-        .bind(order.total_cents)
-        .bind(order.created_at)
-        .execute(&mut *conn)
-        .await?;
-        for (n, line) in order.items.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO order_lines (order_id, line_no, product_id, sku, name, \
-                   unit_price_cents, quantity, line_total_cents) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(order.id.0)
-            .bind(i32::try_from(n).unwrap_or(i32::MAX))
-            .bind(line.product_id)
-            .bind(&line.sku)
-            .bind(&line.name)
-            .bind(line.unit_price_cents)
-            .bind(line.quantity)
-            .bind(line.line_total_cents)
-            .execute(&mut *conn)
-            .await?;
-        }
-        sqlx::query(
-            "INSERT INTO sagas (order_id, stock, payment, deadline_us, settled_at, steps) \
-             VALUES ($1, 'waiting', 'waiting', $2, NULL, 1)",
-        )
-        .bind(order.id.0)
-        .bind(deadline_us)
-        .execute(&mut *conn)
-        .await
-        .map(drop)
-    })
-}
-
 #[async_trait]
 impl OrdersApi for Orders {
     async fn place(
@@ -340,69 +242,7 @@ impl OrdersApi for Orders {
         input: NewOrder,
         key: Option<IdempotencyKey>,
     ) -> Result<Order, OrdersError> {
-        domain::check_shape(&input).map_err(OrdersError::Invalid)?;
-        let products = self.look_up(&input).await?;
-        let mut items = Vec::with_capacity(products.len());
-        let mut total_cents: i64 = 0;
-        for (item, product) in input.items.iter().zip(products) {
-            // At most 10^12 × 10^4 per line and 100 lines: far below i64::MAX, checked anyway.
-            let line_total_cents =
-                product
-                    .price_cents
-                    .checked_mul(item.quantity)
-                    .ok_or_else(|| {
-                        OrdersError::Invalid(vec![FieldError::new("items", "total too large")])
-                    })?;
-            total_cents = total_cents.checked_add(line_total_cents).ok_or_else(|| {
-                OrdersError::Invalid(vec![FieldError::new("items", "total too large")])
-            })?;
-            items.push(OrderLine {
-                product_id: product.id.0,
-                sku: product.sku,
-                name: product.name,
-                unit_price_cents: product.price_cents,
-                quantity: item.quantity,
-                line_total_cents,
-            });
-        }
-        let now = clock::now();
-        let order = Order {
-            id: OrderId::generate(),
-            customer_id: input.customer_id,
-            status: OrderStatus::Pending,
-            reason: None,
-            items,
-            total_cents,
-            created_at: now,
-            updated_at: now,
-        };
-        let deadline_us = saga::unix_micros(now + self.config.saga_timeout);
-        let Some(key) = key else {
-            // Without a key, concurrent placements share one commit.
-            self.commit_placement(order.clone(), deadline_us, EventContext::current())
-                .await?;
-            metrics::counter!("bounded_orders_placed_total").increment(1);
-            return Ok(order);
-        };
-        // With a key, the replay check and the placement are one transaction of their own.
-        let fingerprint = idempotency::fingerprint(&input);
-        let mut tx = self.db.begin().await?;
-        let stored = idempotency::replay(&mut tx, SCOPE_PLACE_ORDER, &key, &fingerprint).await;
-        match stored {
-            Ok(Some(order)) => return Ok(order),
-            Ok(None) => {}
-            Err(IdempotencyError::Reused(e)) => return Err(e.into()),
-            Err(IdempotencyError::Storage(e)) => return Err(self.storage(e)),
-        }
-        write_placement(&mut tx, &order, deadline_us, &EventContext::current())
-            .await
-            .map_err(|e| self.storage(e))?;
-        idempotency::remember(&mut tx, SCOPE_PLACE_ORDER, &key, &fingerprint, &order)
-            .await
-            .map_err(|e| self.storage(e))?;
-        tx.commit().await.map_err(|e| self.storage(e))?;
-        metrics::counter!("bounded_orders_placed_total").increment(1);
-        Ok(order)
+        self.placements.place(input, key).await
     }
 
     async fn get(&self, id: OrderId) -> Result<Order, OrdersError> {
@@ -504,7 +344,7 @@ impl OrdersApi for Orders {
         let mut tx = self.db.begin().await?;
         let outcome = saga::cancel(&mut tx, id.0, clock::now())
             .await
-            .map_err(|e| self.saga_error(e))?;
+            .map_err(|e| saga::transition_error(&self.db, e))?;
         match outcome {
             saga::Cancel::NotFound => return Err(OrdersError::NotFound(id)),
             saga::Cancel::Rejected => {

@@ -6,7 +6,7 @@
 use async_trait::async_trait;
 use customers_api::events::CustomerRegistered;
 use orders_api::events::{OrderCancelled, OrderConfirmed, OrderPlaced, OrderRejected};
-use shared_kernel::messaging::{Envelope, Handler, IntegrationEvent, outbox};
+use shared_kernel::messaging::{Envelope, Handler, IntegrationEvent};
 use shared_kernel::storage::Tx;
 
 use crate::domain::Settlement;
@@ -25,10 +25,6 @@ impl Handler for CustomerEvents {
         let Some(registered) = event.decode::<CustomerRegistered>() else {
             return Ok(());
         };
-        // This batch publishes nothing, but it opens accounts that `payments<-orders` may open
-        // too (on first sight of a customer): both take the outbox lock first, so their inserts
-        // into account streams never wait on each other in opposite orders.
-        outbox::lock(tx).await?;
         let registered = registered?;
         self.ledger
             .open_account(tx, registered.customer_id.0)
@@ -38,6 +34,13 @@ impl Handler for CustomerEvents {
 
     fn event_types(&self) -> Option<&'static [&'static str]> {
         Some(&[CustomerRegistered::TYPE])
+    }
+
+    /// This batch publishes nothing, but it opens accounts that `payments<-orders` may open too
+    /// (on first sight of a customer): both batches take the outbox lock first, so their
+    /// inserts into account streams never wait on each other in opposite orders.
+    fn locks_outbox(&self) -> bool {
+        true
     }
 }
 
@@ -57,8 +60,6 @@ pub struct OrderEvents {
 #[async_trait]
 impl Handler for OrderEvents {
     async fn handle(&self, tx: &mut Tx, event: &Envelope) -> anyhow::Result<()> {
-        // Streams are written and events published: the outbox lock first, always.
-        outbox::lock(tx).await?;
         if let Some(placed) = event.decode::<OrderPlaced>() {
             let placed = placed?;
             self.ledger
@@ -86,5 +87,10 @@ impl Handler for OrderEvents {
 
     fn event_types(&self) -> Option<&'static [&'static str]> {
         Some(orders_api::events::TYPES)
+    }
+
+    /// Streams are written and events published.
+    fn locks_outbox(&self) -> bool {
+        true
     }
 }

@@ -17,5 +17,5 @@ pub use bus::{Bus, BusError, SubscriptionStatus, Workers};
 pub use event::{Envelope, EventContext, IntegrationEvent, MalformedEvent};
 pub use log::{EventLog, OutboxLog};
 pub use subscription::{
-    DeliveryConfig, Handler, Subscription, checkpoint, lock_checkpoint, rewind,
+    DeliveryConfig, Handler, Subscription, checkpoint, lock_checkpoint, rewind, run_handler,
 };

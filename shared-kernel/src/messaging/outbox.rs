@@ -28,11 +28,23 @@ pub const NOTIFY_CHANNEL: &str = "bounded_outbox";
 /// The seq comes from `outbox_head` under its row lock (Postgres) or the single writer
 /// (SQLite), so seqs are gap-free and commit in order: a reader that sees seq N has seen every
 /// seq below it.
+///
+/// # Errors
+/// Besides storage errors, `sqlx::Error::InvalidArgument` naming the lock-order rule inside a
+/// subscription batch whose handler does not declare `Handler::locks_outbox`: such a batch has
+/// not taken the outbox lock first, and appending would break the lock order (see [`lock`]).
 pub async fn append<E: IntegrationEvent>(
     tx: &mut Tx,
     event: &E,
     context: &EventContext,
 ) -> Result<(Uuid, i64), sqlx::Error> {
+    if let Some(subscription) = &tx.appends_refused_for {
+        return Err(sqlx::Error::InvalidArgument(format!(
+            "{subscription}: the handler appended to the outbox without declaring it \
+             (`Handler::locks_outbox`); a batch that may publish takes the outbox lock first \
+             (the lock-order rule, see `outbox::lock`)"
+        )));
+    }
     let payload = serde_json::to_value(event).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     let id = Uuid::now_v7();
     let aggregate_id = event.aggregate_id();
@@ -82,6 +94,11 @@ pub async fn append<E: IntegrationEvent>(
 /// then rows — and two of them can never deadlock, one holding a row and waiting for the
 /// outbox while the other holds the outbox and waits for that row. (A subscription batch
 /// applies many events and would otherwise interleave row locks and appends.)
+///
+/// Subscription batches do not call it themselves: the kernel takes it for every batch whose
+/// handler declares `Handler::locks_outbox`, before the handler's first effect, and refuses
+/// appends from any other batch (see [`append`]). A command path (a request, a timer)
+/// that locks rows and may publish calls it first.
 ///
 /// The lock is held to the end of the transaction, so only a transaction's first call costs a
 /// round trip. Call it first, outside any savepoint: rolling back to a savepoint taken before

@@ -16,9 +16,9 @@ use tracing::Instrument as _;
 
 use uuid::Uuid;
 
-use super::dead_letters;
 use super::event::{Envelope, EventContext};
 use super::log::EventLog;
+use super::{dead_letters, outbox};
 use crate::clock;
 use crate::storage::{ModuleDb, StorageError, Tx, TxConn};
 use crate::with_tx;
@@ -37,6 +37,17 @@ pub trait Handler: Send + Sync + 'static {
     /// are then skipped without a call and counted in `bounded_events_ignored_total`.
     fn event_types(&self) -> Option<&'static [&'static str]> {
         None
+    }
+
+    /// Whether this handler's batches take the consumer's outbox lock ([`outbox::lock`]) before
+    /// the handler's first effect. A handler that publishes ([`outbox::append`]) must declare
+    /// it: the kernel then locks the outbox first, in the one order every publishing
+    /// transaction of the module follows, and without the declaration the batch's appends are
+    /// refused ([`outbox::append`] fails naming the rule), so the omission fails at once instead of
+    /// deadlocking on Postgres one day. A handler that publishes nothing may declare it too,
+    /// to serialize its batches with the module's other lock-takers.
+    fn locks_outbox(&self) -> bool {
+        false
     }
 }
 
@@ -313,18 +324,44 @@ fn wanted(subscription: &Subscription, event: &Envelope) -> bool {
     true
 }
 
-/// Runs the handler on an event just recorded in the inbox.
-async fn handle(tx: &mut Tx, subscription: &Subscription, event: &Envelope) -> anyhow::Result<()> {
+/// Runs `handler` on `event` inside `tx` the way a batch of subscription `name` does: the
+/// outbox lock first when the handler declares [`Handler::locks_outbox`] (its appends refused
+/// otherwise), and the events it publishes caused by `event`. For whoever applies a handler
+/// outside a subscription's batches, as tests do.
+///
+/// # Errors
+/// The handler's error, or the storage error of taking the lock.
+pub async fn run_handler(
+    tx: &mut Tx,
+    name: &str,
+    handler: &dyn Handler,
+    event: &Envelope,
+) -> anyhow::Result<()> {
+    if handler.locks_outbox() {
+        outbox::lock(tx).await?;
+    } else if tx.appends_refused_for.is_none() {
+        tx.appends_refused_for = Some(name.to_owned());
+    }
     // Events the handler publishes are caused by this one and share its correlation.
     let context = EventContext::caused_by(event);
-    let span = event_span(subscription, event);
+    let span = event_span(name, event);
     let handled = context
-        .scope(subscription.handler.handle(tx, event))
+        .scope(handler.handle(tx, event))
         .instrument(span.clone())
         .await;
     if handled.is_ok() {
         span.in_scope(|| tracing::debug!("Event applied."));
     }
+    handled
+}
+
+/// Runs the handler on an event just recorded in the inbox (see [`run_handler`]). The outbox
+/// lock, when the handler declares it, comes after the checkpoint's lock (taken first by every
+/// transaction of a subscription: batches and dead-letter retries alike) and before the
+/// handler's first effect; the inbox rows written before it lock nothing another
+/// subscription's transaction touches.
+async fn handle(tx: &mut Tx, subscription: &Subscription, event: &Envelope) -> anyhow::Result<()> {
+    let handled = run_handler(tx, &subscription.name, subscription.handler.as_ref(), event).await;
     handled.map_err(|e| {
         e.context(format!(
             "{} handling {} #{} ({})",
@@ -339,10 +376,10 @@ async fn handle(tx: &mut Tx, subscription: &Subscription, event: &Envelope) -> a
 /// The span a handler runs in: the subscription, the event, and what a log line is followed by
 /// across modules (BRIEF §9): the correlation id (the id of the HTTP request that started the
 /// flow) and, when the event concerns an order (its payload names `order_id`), the order.
-fn event_span(subscription: &Subscription, event: &Envelope) -> tracing::Span {
+fn event_span(subscription: &str, event: &Envelope) -> tracing::Span {
     let span = tracing::info_span!(
         "event",
-        subscription = %subscription.name,
+        subscription = %subscription,
         event.id = %event.id,
         event.seq = event.seq,
         "event.type" = %event.event_type,
@@ -517,6 +554,9 @@ async fn record_all_in_inbox(
     })?;
     Ok(fresh.into_iter().collect())
 }
+
+#[cfg(test)]
+mod lock_order_tests;
 
 /// Runs one subscription until `stop` turns true: batches while there is work, then waits for
 /// the source's next commit (or the safety poll), retrying failures with capped backoff.

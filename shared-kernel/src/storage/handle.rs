@@ -77,6 +77,9 @@ pub struct Tx {
     pub(crate) appended_events: Vec<AppendedEvent>,
     /// This transaction holds the outbox's append lock (Postgres): taking it again is a no-op.
     pub(crate) outbox_locked: bool,
+    /// Set by a subscription batch whose handler does not lock the outbox (see
+    /// `Handler::locks_outbox`), naming the subscription: the outbox refuses its appends.
+    pub(crate) appends_refused_for: Option<String>,
     commits: Option<watch::Sender<u64>>,
     committed: Option<broadcast::Sender<Arc<[AppendedEvent]>>>,
     /// The module whose database this is, for metrics.
@@ -344,6 +347,7 @@ impl Db {
             conn,
             appended_events: Vec::new(),
             outbox_locked: false,
+            appends_refused_for: None,
             commits: None,
             committed: None,
             module: None,

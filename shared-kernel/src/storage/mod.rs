@@ -16,12 +16,13 @@
 
 pub mod bulk;
 mod config;
+pub mod group_commit;
 mod handle;
 pub mod idempotency;
 mod postgres;
 mod query;
 mod sqlite;
-#[cfg(feature = "testing")]
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 use sqlx::migrate::Migrator;

@@ -277,6 +277,63 @@ pub async fn on_each_backend<F, Fut>(
     }
 }
 
+/// The kernel's own tests' fixture: a database of module `scratch` holding only the kernel's
+/// tables (outbox, inbox, checkpoints, dead letters, idempotency keys), in a temporary
+/// directory or a fresh Postgres database; a test creates whatever table it needs.
+#[cfg(test)]
+#[derive(Debug)]
+pub(crate) struct ScratchDb {
+    pub db: super::ModuleDb,
+    _dir: Option<tempfile::TempDir>,
+    _database: Option<TestDatabase>,
+}
+
+#[cfg(test)]
+impl ScratchDb {
+    /// Runs `sql` (one statement) in a transaction of its own.
+    pub async fn execute(&self, sql: &'static str) {
+        let mut tx = self.db.begin().await.expect("begin");
+        crate::with_tx!(&mut tx, |conn| sqlx::query(sql)
+            .execute(conn)
+            .await
+            .map(drop))
+        .expect("the statement runs");
+        tx.commit().await.expect("commit");
+    }
+}
+
+#[cfg(test)]
+impl OnBackend for ScratchDb {
+    async fn on_backend(backend: TestBackend, test: &'static str) -> Option<Self> {
+        static NO_MIGRATIONS: super::Migrations = super::Migrations {
+            sqlite: sqlx::migrate::Migrator::DEFAULT,
+            postgres: sqlx::migrate::Migrator::DEFAULT,
+        };
+        let (config, dir, database) = match backend {
+            TestBackend::Sqlite => {
+                let dir = tempfile::tempdir().expect("a temporary directory");
+                (super::StorageConfig::sqlite(dir.path()), Some(dir), None)
+            }
+            TestBackend::Postgres => {
+                let database = TestDatabase::create(&postgres_url(test)?).await;
+                (
+                    super::StorageConfig::postgres(database.url()),
+                    None,
+                    Some(database),
+                )
+            }
+        };
+        let db = super::ModuleDb::open("scratch", &NO_MIGRATIONS, &config)
+            .await
+            .expect("open the scratch database");
+        Some(Self {
+            db,
+            _dir: dir,
+            _database: database,
+        })
+    }
+}
+
 /// `admin_url` with its database path replaced by `database`.
 fn replace_database(admin_url: &str, database: &str) -> String {
     let (base, query) = match admin_url.split_once('?') {

@@ -172,6 +172,27 @@ pub enum Participant {
     Failed,
 }
 
+impl Participant {
+    /// The stored and wire name (`waiting`, `succeeded`, `failed`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Participant::Waiting => "waiting",
+            Participant::Succeeded => "succeeded",
+            Participant::Failed => "failed",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        [
+            Participant::Waiting,
+            Participant::Succeeded,
+            Participant::Failed,
+        ]
+        .into_iter()
+        .find(|p| p.as_str() == value)
+    }
+}
+
 /// One recorded step of a saga.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct SagaStep {
@@ -302,3 +323,23 @@ pub trait OrdersApi: Send + Sync + 'static {
 }
 
 shared_kernel::storage_errors_stop_at_the_boundary!(OrdersError, unavailable: OrdersError::Unavailable(MODULE));
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A participant's stored name is its wire name, and parsing gives the participant back.
+    #[test]
+    fn participant_names_are_the_wire_names() {
+        for participant in [
+            Participant::Waiting,
+            Participant::Succeeded,
+            Participant::Failed,
+        ] {
+            let wire = serde_json::to_value(participant).unwrap();
+            assert_eq!(wire, participant.as_str());
+            assert_eq!(Participant::parse(participant.as_str()), Some(participant));
+        }
+        assert_eq!(Participant::parse("Waiting"), None);
+    }
+}

@@ -14,7 +14,7 @@ use orders_api::events::{OrderCancelled, OrderConfirmed, OrderPlaced, OrderRejec
 use payments::{Payments, PaymentsConfig};
 use payments_api::{Account, Payment, PaymentFilter, PaymentsApi, PointInTime};
 use shared_kernel::http::{Page, PageRequest};
-use shared_kernel::messaging::{Envelope, Handler, IntegrationEvent, outbox};
+use shared_kernel::messaging::{Envelope, Handler, IntegrationEvent, outbox, run_handler};
 use shared_kernel::storage::idempotency::IdempotencyKey;
 use shared_kernel::storage::testing::{TestDatabase, postgres_url};
 use shared_kernel::storage::{ModuleDb, StorageConfig};
@@ -257,14 +257,15 @@ pub fn envelope<E: IntegrationEvent>(event: &E) -> Envelope {
     }
 }
 
-/// Runs `handler` on `event` in a transaction of its own and commits it.
+/// Runs `handler` on `event` in a transaction of its own, as a batch of a subscription would,
+/// and commits it.
 pub async fn deliver<E: IntegrationEvent>(
     db: &ModuleDb,
     handler: &dyn Handler,
     event: &E,
 ) -> anyhow::Result<()> {
     let mut tx = db.begin().await?;
-    handler.handle(&mut tx, &envelope(event)).await?;
+    run_handler(&mut tx, "payments<-test", handler, &envelope(event)).await?;
     tx.commit().await?;
     Ok(())
 }

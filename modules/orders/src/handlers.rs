@@ -1,0 +1,128 @@
+//! The handlers of the events orders consumes, named after their source: each decodes the
+//! source's events and dispatches them to the replicas ([`crate::replicas`]) or the saga
+//! ([`crate::saga`]), inside the subscription's transaction.
+
+use async_trait::async_trait;
+use customers_api::events::{CustomerRegistered, CustomerUpdated};
+use inventory_api::events::{
+    ProductCreated, ProductUpdated, StockReservationFailed, StockReserved,
+};
+use payments_api::events::{PaymentAuthorized, PaymentDeclined};
+use shared_kernel::messaging::{Envelope, Handler, IntegrationEvent};
+use shared_kernel::storage::Tx;
+
+use crate::replicas::{self, ProductReplica};
+use crate::saga::{self, Party};
+
+/// `orders<-customers`: the customer replicas.
+#[derive(Debug)]
+pub(crate) struct CustomerEvents;
+
+#[async_trait]
+impl Handler for CustomerEvents {
+    async fn handle(&self, tx: &mut Tx, event: &Envelope) -> anyhow::Result<()> {
+        let (id, name, email) = if let Some(e) = event.decode::<CustomerRegistered>() {
+            let e = e?;
+            (e.customer_id.0, e.name, e.email)
+        } else if let Some(e) = event.decode::<CustomerUpdated>() {
+            let e = e?;
+            (e.customer_id.0, e.name, e.email)
+        } else {
+            return Ok(());
+        };
+        replicas::upsert_customer(tx, id, &name, &email, event.seq).await?;
+        Ok(())
+    }
+
+    fn event_types(&self) -> Option<&'static [&'static str]> {
+        Some(&[CustomerRegistered::TYPE, CustomerUpdated::TYPE])
+    }
+}
+
+/// `orders<-inventory`: the product replicas, and stock replies to the saga.
+#[derive(Debug)]
+pub(crate) struct InventoryEvents;
+
+#[async_trait]
+impl Handler for InventoryEvents {
+    async fn handle(&self, tx: &mut Tx, event: &Envelope) -> anyhow::Result<()> {
+        if let Some(reserved) = event.decode::<StockReserved>() {
+            let reserved = reserved?;
+            let units: i64 = reserved.lines.iter().map(|l| l.quantity).sum();
+            let detail = format!("{units} units in {} allocations", reserved.lines.len());
+            saga::on_reply(tx, reserved.order_id, Party::Stock, true, Some(detail)).await
+        } else if let Some(failed) = event.decode::<StockReservationFailed>() {
+            let failed = failed?;
+            let detail = format!(
+                "product {} requested {} available {}",
+                failed.product_id, failed.requested, failed.available
+            );
+            saga::on_reply(tx, failed.order_id, Party::Stock, false, Some(detail)).await
+        } else {
+            let product = if let Some(e) = event.decode::<ProductCreated>() {
+                let e = e?;
+                ProductReplica {
+                    id: e.product_id.0,
+                    sku: e.sku,
+                    name: e.name,
+                    price_cents: e.price_cents,
+                }
+            } else if let Some(e) = event.decode::<ProductUpdated>() {
+                let e = e?;
+                ProductReplica {
+                    id: e.product_id.0,
+                    sku: e.sku,
+                    name: e.name,
+                    price_cents: e.price_cents,
+                }
+            } else {
+                return Ok(());
+            };
+            Ok(replicas::upsert_product(tx, &product, event.seq).await?)
+        }
+    }
+
+    fn event_types(&self) -> Option<&'static [&'static str]> {
+        Some(&[
+            StockReserved::TYPE,
+            StockReservationFailed::TYPE,
+            ProductCreated::TYPE,
+            ProductUpdated::TYPE,
+        ])
+    }
+
+    /// Orders are locked and events published.
+    fn locks_outbox(&self) -> bool {
+        true
+    }
+}
+
+/// `orders<-payments`: payment replies to the saga.
+#[derive(Debug)]
+pub(crate) struct PaymentEvents;
+
+#[async_trait]
+impl Handler for PaymentEvents {
+    async fn handle(&self, tx: &mut Tx, event: &Envelope) -> anyhow::Result<()> {
+        if let Some(authorized) = event.decode::<PaymentAuthorized>() {
+            let authorized = authorized?;
+            let detail = format!("payment {}", authorized.payment_id);
+            saga::on_reply(tx, authorized.order_id, Party::Payment, true, Some(detail)).await
+        } else if let Some(declined) = event.decode::<PaymentDeclined>() {
+            let declined = declined?;
+            let detail = Some(declined.reason);
+            saga::on_reply(tx, declined.order_id, Party::Payment, false, detail).await
+        } else {
+            Ok(())
+        }
+    }
+
+    fn event_types(&self) -> Option<&'static [&'static str]> {
+        Some(&[PaymentAuthorized::TYPE, PaymentDeclined::TYPE])
+    }
+
+    /// Orders are locked and events published.
+    fn locks_outbox(&self) -> bool {
+        true
+    }
+}
