@@ -26,7 +26,22 @@ pub use read_model::{
     RebuildReport, SummaryFilter, SwapHold,
 };
 pub use seed::{SeedLine, SeedOrder};
-pub use service::{Orders, OrdersConfig};
+pub use service::Orders;
+
+/// Settings of the orders module.
+#[derive(Debug, Clone, Copy)]
+pub struct OrdersConfig {
+    /// How long a saga waits for stock and payment before rejecting with `timeout`.
+    pub saga_timeout: std::time::Duration,
+}
+
+impl Default for OrdersConfig {
+    fn default() -> Self {
+        Self {
+            saga_timeout: std::time::Duration::from_secs(30),
+        }
+    }
+}
 
 /// The module's name: its database file, Postgres schema and role suffix.
 pub const NAME: &str = orders_api::MODULE;

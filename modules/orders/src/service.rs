@@ -21,26 +21,12 @@ use time::OffsetDateTime;
 use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
+use crate::OrdersConfig;
 use crate::placement::Placements;
 use crate::saga;
 /// How often a long poll looks again without a wake-up (another process may have settled the
 /// order; its commit does not wake this one).
 const LONG_POLL_RECHECK: Duration = Duration::from_millis(500);
-
-/// Settings of the orders module.
-#[derive(Debug, Clone, Copy)]
-pub struct OrdersConfig {
-    /// How long a saga waits for stock and payment before rejecting with `timeout`.
-    pub saga_timeout: Duration,
-}
-
-impl Default for OrdersConfig {
-    fn default() -> Self {
-        Self {
-            saga_timeout: Duration::from_secs(30),
-        }
-    }
-}
 
 /// The orders module over its database handle and the contracts it calls.
 #[derive(Clone)]
