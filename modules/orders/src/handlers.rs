@@ -59,24 +59,20 @@ impl Handler for InventoryEvents {
             );
             saga::on_reply(tx, failed.order_id, Party::Stock, false, Some(detail)).await
         } else {
-            let product = if let Some(e) = event.decode::<ProductCreated>() {
+            let (id, sku, name, price_cents) = if let Some(e) = event.decode::<ProductCreated>() {
                 let e = e?;
-                ProductReplica {
-                    id: e.product_id.0,
-                    sku: e.sku,
-                    name: e.name,
-                    price_cents: e.price_cents,
-                }
+                (e.product_id, e.sku, e.name, e.price_cents)
             } else if let Some(e) = event.decode::<ProductUpdated>() {
                 let e = e?;
-                ProductReplica {
-                    id: e.product_id.0,
-                    sku: e.sku,
-                    name: e.name,
-                    price_cents: e.price_cents,
-                }
+                (e.product_id, e.sku, e.name, e.price_cents)
             } else {
                 return Ok(());
+            };
+            let product = ProductReplica {
+                id: id.0,
+                sku,
+                name,
+                price_cents,
             };
             Ok(replicas::upsert_product(tx, &product, event.seq).await?)
         }
