@@ -32,6 +32,34 @@ async fn a_repeated_query_parameter_is_a_400_problem_everywhere() {
     }
 }
 
+/// A parameter whose value cannot be read (here a percent-escape that is not UTF-8) is an
+/// invalid field like any other (API.md): 422, `errors` naming the parameter.
+#[tokio::test]
+async fn a_malformed_query_parameter_is_a_422_problem_naming_it_everywhere() {
+    let app = TestApp::spawn(Kind::Sqlite, "malformed_query")
+        .await
+        .unwrap();
+    let id = uuid::Uuid::now_v7();
+    for (path, parameter) in [
+        ("/customers".to_owned(), "limit"),
+        ("/products".to_owned(), "limit"),
+        ("/orders".to_owned(), "status"),
+        (format!("/orders/{id}"), "timeout_ms"),
+        ("/order-summaries".to_owned(), "status"),
+        ("/payments".to_owned(), "order_id"),
+        (format!("/payments/{id}"), "at_version"),
+        ("/ops/subscriptions".to_owned(), "wait"),
+        ("/ops/sagas".to_owned(), "limit"),
+    ] {
+        let answer = app.get(&format!("{path}?{parameter}=%ff")).await;
+        let problem = answer.problem(422);
+        assert_eq!(
+            problem["errors"][0]["field"], parameter,
+            "{path}: {problem}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_path_segment_that_is_not_utf8_is_a_problem() {
     let app = TestApp::spawn(Kind::Sqlite, "utf8_path").await.unwrap();
