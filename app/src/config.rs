@@ -28,7 +28,12 @@ use tools::bench::BenchArgs;
 use tools::demo::DemoArgs;
 
 /// The modules of the shop, in wiring order.
-pub const MODULES: [&str; 4] = ["customers", "inventory", "orders", "payments"];
+pub const MODULES: [&str; 4] = [
+    customers_api::MODULE,
+    inventory_api::MODULE,
+    orders_api::MODULE,
+    payments_api::MODULE,
+];
 
 #[derive(Debug, Parser)]
 #[command(

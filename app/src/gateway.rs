@@ -44,10 +44,10 @@ use uuid::Uuid;
 
 use crate::modules::Modules;
 
-pub const ORDERS: &str = "orders";
-pub const CUSTOMERS: &str = "customers";
-pub const INVENTORY: &str = "inventory";
-pub const PAYMENTS: &str = "payments";
+pub const ORDERS: &str = orders_api::MODULE;
+pub const CUSTOMERS: &str = customers_api::MODULE;
+pub const INVENTORY: &str = inventory_api::MODULE;
+pub const PAYMENTS: &str = payments_api::MODULE;
 
 /// Default time one module call may take before its part is given up.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(500);

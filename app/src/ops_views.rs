@@ -35,14 +35,14 @@ fn orders(modules: &Modules) -> Result<&Arc<dyn OrdersApi>, Problem> {
     modules
         .orders
         .as_ref()
-        .ok_or_else(|| Problem::unavailable("orders"))
+        .ok_or_else(|| Problem::unavailable(orders_api::MODULE))
 }
 
 fn payments(modules: &Modules) -> Result<&Arc<dyn PaymentsApi>, Problem> {
     modules
         .payments
         .as_ref()
-        .ok_or_else(|| Problem::unavailable("payments"))
+        .ok_or_else(|| Problem::unavailable(payments_api::MODULE))
 }
 
 fn orders_problem(error: OrdersError) -> Problem {
@@ -171,7 +171,7 @@ async fn timeline(
         };
         let found = payments.list_payments(filter, page).await.map_err(|e| {
             tracing::warn!(error = %e, "Timeline cannot read payments.");
-            Problem::unavailable("payments")
+            Problem::unavailable(payments_api::MODULE)
         })?;
         aggregates.extend(found.items.iter().map(|p| p.id.to_string()));
     }
@@ -217,7 +217,7 @@ async fn reconciliation(State(modules): State<Modules>) -> Result<axum::Json<Rep
     let inventory = modules
         .inventory
         .clone()
-        .ok_or_else(|| Problem::unavailable("inventory"))?;
+        .ok_or_else(|| Problem::unavailable(inventory_api::MODULE))?;
     let reconciler = Reconciler {
         orders: orders(&modules)?.clone(),
         inventory,

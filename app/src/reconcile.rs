@@ -37,8 +37,8 @@ pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The source whose events payments and inventory follow up on (capture, commit, release,
 /// void, refund, restock), and the modules that follow them.
-const SOURCE: &str = "orders";
-const FOLLOWERS: [&str; 2] = ["inventory", "payments"];
+const SOURCE: &str = orders_api::MODULE;
+const FOLLOWERS: [&str; 2] = [inventory_api::MODULE, payments_api::MODULE];
 
 /// One disagreement between modules about an order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
@@ -158,7 +158,7 @@ impl Reconciler {
         let mut page = first_page();
         let mut next = self.orders.list(OrderFilter::default(), page).await;
         loop {
-            let batch = next.map_err(failed("orders"))?;
+            let batch = next.map_err(failed(SOURCE))?;
             let following = batch.next.as_deref().and_then(decode_cursor);
             let (orders, rest): (Vec<Order>, Vec<Order>) = batch
                 .items
@@ -198,11 +198,11 @@ impl Reconciler {
             self.inventory.reservations(ids)
         );
         let mut by_order: HashMap<Uuid, Vec<Payment>> = HashMap::new();
-        for payment in payments.map_err(failed("payments"))? {
+        for payment in payments.map_err(failed(payments_api::MODULE))? {
             by_order.entry(payment.order_id).or_default().push(payment);
         }
         let reservations = reservations
-            .map_err(failed("inventory"))?
+            .map_err(failed(inventory_api::MODULE))?
             .into_iter()
             .map(|r| (r.order_id, r))
             .collect();
@@ -225,14 +225,14 @@ impl Reconciler {
                 .payments
                 .list_payments(PaymentFilter::default(), page)
                 .await
-                .map_err(failed("payments"))?;
+                .map_err(failed(payments_api::MODULE))?;
             checked += batch.items.len();
             let ids: Vec<OrderId> = batch.items.iter().map(|p| OrderId(p.order_id)).collect();
             let known: HashSet<Uuid> = self
                 .orders
                 .get_many(&ids)
                 .await
-                .map_err(failed("orders"))?
+                .map_err(failed(SOURCE))?
                 .into_iter()
                 .map(|o| o.id.0)
                 .collect();
@@ -294,7 +294,7 @@ impl Reconciler {
                 .orders
                 .get_many(&order_ids)
                 .await
-                .map_err(failed("orders"))?;
+                .map_err(failed(SOURCE))?;
             let mut moved_on = BTreeMap::new();
             for order in fresh {
                 let Some(before) = candidates.remove(&order.id.0) else {
