@@ -32,13 +32,18 @@ fresh_store() {
   esac
 }
 
-# Starts the server on the current store and waits until it is ready.
+# Starts the server on the current store and waits until it is ready. Arguments, if any:
+# the subcommand (default serve; `baseline` has no /ready, so readiness is its /metrics) and
+# more flags.
 start_server() {
-  BOUNDED_LOG=${BOUNDED_LOG:-warn} "$BOUNDED" serve --listen "127.0.0.1:$PORT" "${STORAGE[@]}" \
+  local command=${1:-serve} ready=/ready
+  [ $# -gt 0 ] && shift
+  [ "$command" = baseline ] && ready=/metrics
+  BOUNDED_LOG=${BOUNDED_LOG:-warn} "$BOUNDED" "$command" --listen "127.0.0.1:$PORT" "${STORAGE[@]}" "$@" \
     >>"$WORK/server.log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 1 300); do
-    curl -sf "$URL/ready" >/dev/null 2>&1 && return 0
+    curl -sf "$URL$ready" >/dev/null 2>&1 && return 0
     kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/server.log" >&2; die "the server exited"; }
     sleep 0.1
   done

@@ -16,6 +16,7 @@
 //! | `--max-connections` | `BOUNDED_MAX_CONNECTIONS` | `512` (idle ones are closed to admit more) |
 //! | `--outbox-retention` | `BOUNDED_OUTBOX_RETENTION` | `7d` (`forever` keeps all) |
 //! | `--log-format` | `BOUNDED_LOG_FORMAT` | `text`; `json` for machines |
+//! | `--count-statements` (`serve`, `baseline`) | `BOUNDED_COUNT_STATEMENTS` | off: `bounded_db_statements_total` absent |
 //! | log filter | `BOUNDED_LOG` (or `RUST_LOG`) | `info` |
 
 use std::net::SocketAddr;
@@ -107,6 +108,11 @@ pub struct BaselineArgs {
     pub listen: SocketAddr,
     #[command(flatten)]
     pub storage: StorageArgs,
+    /// Count every statement the databases execute into `bounded_db_statements_total` at
+    /// `/metrics` (for `bounded bench`'s statements per order). Off by default: it makes sqlx
+    /// build a log summary of each statement. The log itself does not change.
+    #[arg(long, env = "BOUNDED_COUNT_STATEMENTS", value_parser = clap::builder::BoolishValueParser::new())]
+    pub count_statements: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -149,6 +155,11 @@ pub struct ServeArgs {
     pub outbox_retention: Retention,
     #[command(flatten)]
     pub connections: ConnectionArgs,
+    /// Count every statement the databases execute into `bounded_db_statements_total` at
+    /// `/metrics` (for `bounded bench`'s statements per order). Off by default: it makes sqlx
+    /// build a log summary of each statement. The log itself does not change.
+    #[arg(long, env = "BOUNDED_COUNT_STATEMENTS", value_parser = clap::builder::BoolishValueParser::new())]
+    pub count_statements: bool,
 }
 
 /// Limits on client connections, so that idle or slow sockets cannot use up the process's file

@@ -62,7 +62,7 @@ async fn openapi_document(State(document): State<Document>) -> impl IntoResponse
 /// The full router and its OpenAPI document: the local modules' endpoints, the API
 /// composition of `gateway` and the operations endpoints.
 pub fn router(modules: &Modules, gateway: Gateway) -> Router {
-    crate::telemetry::prometheus();
+    shared_kernel::prometheus::handle();
     let mut api = OpenApiRouter::with_openapi(ApiDoc::openapi());
     if let Some(customers) = &modules.customers {
         api = api.merge(customers::router(customers.clone()));

@@ -13,7 +13,12 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
+    let count_statements = match &cli.command {
+        Command::Serve(args) => args.count_statements,
+        Command::Baseline(args) => args.count_statements,
+        _ => false,
+    };
+    init_tracing(cli.log_format, count_statements);
     let result = match cli.command {
         Command::Arch { command } => return tools::arch::run(command),
         command => tokio::runtime::Builder::new_multi_thread()
@@ -41,6 +46,10 @@ fn main() -> ExitCode {
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {
+    if matches!(command, Command::Serve(_) | Command::Baseline(_)) {
+        // The recorder before anything is counted (the commits of the migrations included).
+        shared_kernel::prometheus::handle();
+    }
     match command {
         Command::Serve(args) => {
             Application::build(&args)
@@ -104,16 +113,24 @@ fn configuration_error(error: &anyhow::Error) -> Option<&OpenError> {
         .find(|open| open.is_configuration())
 }
 
-fn init_tracing(format: LogFormat) {
+/// The log on stderr, filtered by `BOUNDED_LOG`; with `count_statements`, beside it and with
+/// a filter of its own, the layer counting sqlx's statements (so the log does not change).
+fn init_tracing(format: LogFormat, count_statements: bool) {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = EnvFilter::try_from_env("BOUNDED_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let log = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    let log = match format {
+        LogFormat::Text => log.with_filter(filter).boxed(),
+        LogFormat::Json => log.json().with_filter(filter).boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(log)
+        .with(count_statements.then(app::telemetry::StatementCounter::layer))
+        .init();
 }

@@ -51,7 +51,7 @@ impl Application {
             .await
             .with_context(|| format!("binding {}", settings.listen))?;
         // The recorder first: the gateway sets its breaker gauges when it is built.
-        crate::telemetry::prometheus();
+        shared_kernel::prometheus::handle();
         let gateway = Gateway::for_modules(
             &modules,
             GatewayConfig {

@@ -1,45 +1,45 @@
-//! Prometheus metrics: the process-wide recorder, the HTTP latency middleware and `/metrics`.
+//! Prometheus metrics: the HTTP latency middleware, the statement counter and `/metrics`
+//! (the recorder, commit counts and process CPU and memory are the kernel's,
+//! `shared_kernel::prometheus`).
 //!
 //! Counters are recorded where things happen (outbox appends at commit, handled, failed and
 //! parked events in the subscription workers); subscription lag is a gauge refreshed from the
 //! subscriptions' positions at every scrape, so the hot path pays nothing for it.
 
-use std::sync::OnceLock;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use shared_kernel::http::Problem;
 use shared_kernel::messaging::{Bus, BusError, EventContext};
 
-/// Latency buckets, in seconds, for every histogram.
-const BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-];
+/// Counts the statements sqlx executes into `bounded_db_statements_total`: sqlx fires one
+/// `sqlx::query` event per statement, once the subscriber says the target is enabled. Added by
+/// `--count-statements` with a filter of its own on that target, so the log stays as
+/// `BOUNDED_LOG` says; enabling it makes sqlx build each statement's log summary.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StatementCounter;
 
-/// The process-wide recorder. Installed once; every `Application` (several in tests) shares it.
-pub fn prometheus() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let builder = PrometheusBuilder::new();
-            let recorder = match builder.set_buckets(BUCKETS) {
-                Ok(builder) => builder.build_recorder(),
-                Err(error) => {
-                    tracing::error!(%error, "Invalid histogram buckets; using summaries.");
-                    PrometheusBuilder::new().build_recorder()
-                }
-            };
-            let handle = recorder.handle();
-            if metrics::set_global_recorder(recorder).is_err() {
-                tracing::warn!("A metrics recorder was already installed; /metrics may be empty.");
-            }
-            handle
-        })
-        .clone()
+impl StatementCounter {
+    /// The layer with its filter: every level of `sqlx::query` (slow statements come at
+    /// `warn`, the others at `debug`), nothing else.
+    pub fn layer<S>() -> impl tracing_subscriber::Layer<S>
+    where
+        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    {
+        use tracing_subscriber::Layer as _;
+        let only_statements = tracing_subscriber::filter::Targets::new()
+            .with_target("sqlx::query", tracing::Level::TRACE);
+        Self.with_filter(only_statements)
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for StatementCounter {
+    fn on_event(&self, _: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        metrics::counter!(shared_kernel::prometheus::STATEMENTS).increment(1);
+    }
 }
 
 /// Records `bounded_http_request_duration_seconds{method, route, status}`.
@@ -94,7 +94,7 @@ pub async fn render(State(bus): State<Bus>) -> Result<Response, Problem> {
     }
     Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        prometheus().render(),
+        shared_kernel::prometheus::render(),
     )
         .into_response())
 }

@@ -14,6 +14,7 @@ pub mod clock;
 pub mod http;
 pub mod ids;
 pub mod messaging;
+pub mod prometheus;
 pub mod storage;
 pub mod validate;
 

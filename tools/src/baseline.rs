@@ -6,7 +6,10 @@
 //! (the kernel's storage: SQLite WAL + `synchronous = FULL`, or Postgres, one schema).
 //!
 //! It serves just what the load generator calls: customers, credit limits, products, stock,
-//! orders. It is a measuring instrument, not part of the shop.
+//! orders, and `/metrics` with the same counts as the shop's (commits, statements with
+//! `--count-statements`, CPU time: `shared_kernel::prometheus`), so that both sides of
+//! `bounded bench`'s ratios are counted alike. It is a measuring instrument, not part of the
+//! shop.
 
 use std::net::SocketAddr;
 
@@ -104,6 +107,7 @@ pub async fn serve(
         .route("/products/{id}/stock/{warehouse}", put(set_stock))
         .route("/orders", post(place_order))
         .route("/orders/{id}", get(get_order))
+        .route("/metrics", get(metrics))
         .with_state(db.clone());
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -376,6 +380,17 @@ async fn place(tx: &mut Tx, input: &NewOrder) -> Result<Option<Order>, sqlx::Err
         Ok::<_, sqlx::Error>(())
     })?;
     Ok(Some(order))
+}
+
+/// The kernel's metrics: commits, statements (when counted), the process's CPU and memory.
+async fn metrics() -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        shared_kernel::prometheus::render(),
+    )
 }
 
 /// Orders are settled when answered, so the long poll has nothing to wait for.

@@ -4,6 +4,15 @@
 //! terminal state, then places the next. It reports placements/s, confirmed orders/s and the
 //! place→terminal latency (p50/p95/p99/max), as a summary and optionally as JSON.
 //!
+//! Beside the rates it reports what the orders cost the server, counted, not estimated: it
+//! scrapes the server's `/metrics` just before the clients start and just after they end, each
+//! time once every subscription has caught up (`/ops/subscriptions?wait=settled`, where the
+//! server has it), so the window holds all the work of its orders and none of the seeding's.
+//! The differences of `bounded_db_statements_total`, `bounded_db_commits_total` and
+//! `bounded_process_cpu_seconds_total` per confirmed order, and confirmed orders per server CPU
+//! second (orders/s per core used). A counter the server does not export (`serve` without
+//! `--count-statements` has no statement count) is reported as not counted, never guessed.
+//!
 //! Closed loop keeps the generator's own cost proportional to the work it measures: one POST
 //! and one long poll per order, no polling loops. With `--rate R` it runs an open loop
 //! instead: an order starts every 1/R s whatever the instance's pace, and latency is measured
@@ -113,6 +122,108 @@ pub struct Figures {
     pub errors: u64,
     /// From sending `POST /orders` to the long poll answering a terminal order.
     pub place_to_terminal_ms: Latency,
+    /// What the confirmed orders cost the server, from its `/metrics`.
+    pub server: ServerCost,
+}
+
+/// The server's counts at one scrape of `/metrics`: each the sum over its label sets, `None`
+/// when the server does not export it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Counts {
+    pub statements: Option<f64>,
+    pub commits: Option<f64>,
+    pub cpu_seconds: Option<f64>,
+}
+
+impl Counts {
+    /// Reads the counts from Prometheus text.
+    pub fn parse(text: &str) -> Self {
+        Self {
+            statements: sample_sum(text, "bounded_db_statements_total"),
+            commits: sample_sum(text, "bounded_db_commits_total"),
+            cpu_seconds: sample_sum(text, "bounded_process_cpu_seconds_total"),
+        }
+    }
+}
+
+/// The sum of every sample of metric `name` in Prometheus text (all its label sets); `None`
+/// when it has none.
+fn sample_sum(text: &str, name: &str) -> Option<f64> {
+    let mut sum = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        let value = match rest.strip_prefix('{') {
+            Some(labels) => labels.rsplit_once('}').map(|(_, value)| value),
+            None if rest.starts_with(' ') => Some(rest),
+            None => None, // another metric whose name starts with `name`
+        };
+        if let Some(value) = value.and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok()) {
+            *sum.get_or_insert(0.0) += value;
+        }
+    }
+    sum
+}
+
+/// What the window's confirmed orders cost the server: the differences of its counts between
+/// the two scrapes, and those per confirmed order. `None` (JSON `null`): not counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct ServerCost {
+    pub statements: Option<f64>,
+    pub commits: Option<f64>,
+    pub cpu_seconds: Option<f64>,
+    pub statements_per_order: Option<f64>,
+    pub commits_per_order: Option<f64>,
+    pub cpu_ms_per_order: Option<f64>,
+    /// Confirmed orders per second of server CPU time: orders/s per CPU core used.
+    pub orders_per_cpu_second: Option<f64>,
+}
+
+impl ServerCost {
+    fn between(before: Counts, after: Counts, confirmed: u64) -> Self {
+        // A counter appears at its first increment, so one missing before the window was 0;
+        // one missing after it is not counted. A counter that went down means the server
+        // restarted in between: not counted either.
+        let delta =
+            |b: Option<f64>, a: Option<f64>| Some(a? - b.unwrap_or(0.0)).filter(|d| *d >= 0.0);
+        let statements = delta(before.statements, after.statements);
+        let commits = delta(before.commits, after.commits);
+        let cpu_seconds = delta(before.cpu_seconds, after.cpu_seconds);
+        let orders = Some(confirmed as f64).filter(|n| *n > 0.0);
+        let per_order = |d: Option<f64>| Some(d? / orders?);
+        Self {
+            statements,
+            commits,
+            cpu_seconds,
+            statements_per_order: per_order(statements),
+            commits_per_order: per_order(commits),
+            cpu_ms_per_order: per_order(cpu_seconds).map(|s| s * 1_000.0),
+            orders_per_cpu_second: orders
+                .zip(cpu_seconds.filter(|s| *s > 0.0))
+                .map(|(n, s)| n / s),
+        }
+    }
+}
+
+/// Waits until the server's subscriptions have caught up (a server without the endpoint, like
+/// the baseline, has nothing to wait for), then reads its counts; a server without `/metrics`
+/// has none.
+async fn settled_counts(client: &reqwest::Client, url: &str) -> Counts {
+    let settled = client
+        .get(format!(
+            "{url}/ops/subscriptions?wait=settled&timeout_ms=60000"
+        ))
+        .send()
+        .await;
+    if let Err(error) = settled {
+        eprintln!("  could not wait for the subscriptions to settle: {error}");
+    }
+    let text = match client.get(format!("{url}/metrics")).send().await {
+        Ok(response) if response.status().is_success() => response.text().await.ok(),
+        _ => None,
+    };
+    text.as_deref().map(Counts::parse).unwrap_or_default()
 }
 
 /// What one client saw.
@@ -315,6 +426,7 @@ pub async fn measure(args: &BenchArgs) -> anyhow::Result<Figures> {
         args.duration
     );
     let (customers, products) = (Arc::new(customers), Arc::new(products));
+    let before = settled_counts(&client, &url).await;
     let placed = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let until = started + args.duration;
@@ -366,6 +478,7 @@ pub async fn measure(args: &BenchArgs) -> anyhow::Result<Figures> {
     }
     progress.abort();
     let elapsed = started.elapsed().as_secs_f64();
+    let after = settled_counts(&client, &url).await;
     let placed = placed.load(Ordering::Relaxed);
     Ok(Figures {
         duration_s: elapsed,
@@ -378,6 +491,7 @@ pub async fn measure(args: &BenchArgs) -> anyhow::Result<Figures> {
         rejected: total.rejected,
         errors: total.errors,
         place_to_terminal_ms: Latency::of(total.latencies_ms),
+        server: ServerCost::between(before, after, total.confirmed),
     })
 }
 
@@ -404,6 +518,20 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         l.p99,
         l.max
     );
+    let cost = figures.server;
+    let counted = |value: Option<f64>, decimals: usize, unit: &str| {
+        value.map_or_else(
+            || format!("{unit} not counted"),
+            |v| format!("{v:.decimals$} {unit}"),
+        )
+    };
+    println!(
+        "server per confirmed order: {}, {}, {}; {} (confirmed orders/s per CPU core used)",
+        counted(cost.statements_per_order, 1, "statements"),
+        counted(cost.commits_per_order, 2, "commits"),
+        counted(cost.cpu_ms_per_order, 2, "ms CPU"),
+        counted(cost.orders_per_cpu_second, 1, "orders per CPU second"),
+    );
     if let Some(path) = &args.json {
         let json = serde_json::to_string_pretty(&figures)?;
         if path.as_os_str() == "-" {
@@ -426,5 +554,60 @@ mod tests {
         assert_eq!((l.p50, l.p95, l.p99, l.max), (50.0, 95.0, 99.0, 100.0));
         assert_eq!(Latency::of(vec![7.0]).p99, 7.0);
         assert_eq!(Latency::of(Vec::new()), Latency::default());
+    }
+
+    const SCRAPE: &str = "\
+# HELP bounded_db_commits_total Committed transactions of each module database.
+# TYPE bounded_db_commits_total counter
+bounded_db_commits_total{module=\"orders\"} 120
+bounded_db_commits_total{module=\"inventory\"} 30
+bounded_db_commits_total_extra 99
+bounded_db_statements_total 1500
+# TYPE bounded_process_cpu_seconds_total gauge
+bounded_process_cpu_seconds_total 2.5
+";
+
+    #[test]
+    fn counts_are_the_sums_of_their_samples_and_absent_ones_are_none() {
+        let counts = Counts::parse(SCRAPE);
+        assert_eq!(counts.commits, Some(150.0));
+        assert_eq!(counts.statements, Some(1500.0));
+        assert_eq!(counts.cpu_seconds, Some(2.5));
+        let without = Counts::parse("bounded_db_commits_total{module=\"a\"} 7 1700000000000\n");
+        assert_eq!(without.commits, Some(7.0), "a timestamp after the value");
+        assert_eq!((without.statements, without.cpu_seconds), (None, None));
+        assert_eq!(Counts::parse(""), Counts::default());
+    }
+
+    #[test]
+    fn cost_per_order_is_the_difference_over_the_confirmed_orders() {
+        let before = Counts::parse(SCRAPE);
+        let after = Counts {
+            statements: Some(2_500.0),
+            commits: Some(250.0),
+            cpu_seconds: Some(4.5),
+        };
+        let cost = ServerCost::between(before, after, 20);
+        assert_eq!(cost.statements_per_order, Some(50.0));
+        assert_eq!(cost.commits_per_order, Some(5.0));
+        assert_eq!(cost.cpu_ms_per_order, Some(100.0));
+        assert_eq!(cost.orders_per_cpu_second, Some(10.0));
+        // Not counted stays not counted; a restarted server's counts are not differences.
+        let uncounted = Counts {
+            statements: None,
+            ..after
+        };
+        assert_eq!(
+            ServerCost::between(before, uncounted, 20).statements_per_order,
+            None
+        );
+        let first = ServerCost::between(Counts::default(), after, 20);
+        assert_eq!(first.commits_per_order, Some(12.5), "absent before: from 0");
+        let restarted = Counts {
+            commits: Some(3.0),
+            ..after
+        };
+        assert_eq!(ServerCost::between(before, restarted, 20).commits, None);
+        assert_eq!(ServerCost::between(before, after, 0).cpu_ms_per_order, None);
     }
 }

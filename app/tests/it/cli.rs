@@ -151,9 +151,21 @@ fn serve_on_sqlite_logged(
     std::sync::mpsc::Receiver<String>,
     String,
 ) {
+    let dir = dir.to_str().unwrap();
+    start_logged(&["serve", "--listen", "127.0.0.1:0", "--data-dir", dir])
+}
+
+/// `bounded <args>` (a server) logging at `info`; returns it, the lines it logs after its URL,
+/// and the URL.
+fn start_logged(
+    args: &[&str],
+) -> (
+    std::process::Child,
+    std::sync::mpsc::Receiver<String>,
+    String,
+) {
     let mut server = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
+        .args(args)
         .env_remove("BOUNDED_DATABASE_URL")
         .env("BOUNDED_LOG", "info")
         .stderr(Stdio::piped())
@@ -264,14 +276,66 @@ fn bench_open_loop_starts_orders_at_the_given_rate() {
     let latency = &figures["place_to_terminal_ms"];
     assert!(latency["p50"].as_f64().unwrap() > 0.0, "{figures}");
     assert!(latency["p95"].as_f64().unwrap() < 1_500.0, "{figures}");
+    // A server not counting statements: said so, never a number; commits are always counted.
+    let stdout = String::from_utf8_lossy(&bench.stdout);
+    assert!(stdout.contains("statements not counted"), "{stdout}");
+    assert!(
+        figures["server"]["statements_per_order"].is_null(),
+        "{figures}"
+    );
+    assert!(
+        figures["server"]["commits_per_order"].as_f64().unwrap() > 0.0,
+        "{figures}"
+    );
+}
+
+/// What the bench reports the server paid per confirmed order (`server` in its JSON), as
+/// `(statements, commits, CPU ms)`, after checking the printed line and the CPU figures.
+fn server_cost(figures: &serde_json::Value, stdout: &str) -> (f64, f64, f64) {
+    let cost = &figures["server"];
+    let per_order = |name: &str| {
+        cost[name]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{name} not counted: {figures}"))
+    };
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("server per confirmed order:"))
+        .unwrap_or_else(|| panic!("no cost line: {stdout}"));
+    assert!(!line.contains("not counted"), "{line}");
+    assert!(
+        line.contains(" statements, ") && line.contains(" commits, "),
+        "{line}"
+    );
+    let cpu_ms = per_order("cpu_ms_per_order");
+    assert!(cpu_ms > 0.0, "{figures}");
+    let confirmed = figures["confirmed"].as_f64().unwrap();
+    let per_cpu_second = per_order("orders_per_cpu_second");
+    let cpu_seconds = per_order("cpu_seconds");
+    assert!(
+        (per_cpu_second * cpu_seconds - confirmed).abs() < 1e-6,
+        "{figures}"
+    );
+    (
+        per_order("statements_per_order"),
+        per_order("commits_per_order"),
+        cpu_ms,
+    )
 }
 
 /// The load generator's smoke run, so that it cannot rot: a couple of seconds against the real
-/// binary, figures that add up.
+/// binary, figures that add up, and what the orders cost the server, counted.
 #[test]
 fn bench_smoke_run_reports_throughput_and_latency() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut server, url) = serve_on_sqlite(dir.path());
+    let (mut server, _lines, url) = start_logged(&[
+        "serve",
+        "--count-statements",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]);
     let json = dir.path().join("bench.json");
     let bench = small_bench(&url, "2s", &json);
     server.kill().unwrap();
@@ -294,6 +358,10 @@ fn bench_smoke_run_reports_throughput_and_latency() {
         latency["p50"].as_f64() <= latency["p99"].as_f64()
             && latency["p99"].as_f64() <= latency["max"].as_f64()
     );
+    // The saga commits in several modules and runs tens of statements per order.
+    let (statements, commits, _) = server_cost(&figures, &stdout);
+    assert!(commits > 2.0, "{figures}");
+    assert!(statements > commits, "{figures}");
 }
 
 /// The single-transaction baseline serves what the load generator calls, and stock and credit
@@ -301,14 +369,14 @@ fn bench_smoke_run_reports_throughput_and_latency() {
 #[test]
 fn the_baseline_answers_the_load_generator_with_settled_orders() {
     let dir = tempfile::tempdir().unwrap();
-    let mut baseline = Command::new(BIN)
-        .args(["baseline", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .env_remove("BOUNDED_DATABASE_URL")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (_log, _lines, url) = crate::support::read_log_until_url(&mut baseline);
+    let (mut baseline, _lines, url) = start_logged(&[
+        "baseline",
+        "--count-statements",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]);
     let json = dir.path().join("baseline.json");
     let bench = small_bench(&url, "1s", &json);
     baseline.kill().unwrap();
@@ -324,6 +392,62 @@ fn the_baseline_answers_the_load_generator_with_settled_orders() {
     assert_eq!(figures["errors"], 0, "{figures}");
     assert_eq!(figures["confirmed"], figures["placed"], "{figures}");
     assert!(dir.path().join("baseline.sqlite").is_file());
+    // One transaction per order; at least 9 statements: the customer, a price and the stock
+    // per line, the account twice, a stock update per warehouse drawn from, the order and
+    // its lines, and the long poll's read.
+    let (statements, commits, _) = server_cost(&figures, &String::from_utf8_lossy(&bench.stdout));
+    assert_eq!(commits, 1.0, "{figures}");
+    assert!(statements >= 9.0, "{figures}");
+}
+
+/// `--count-statements` counts each statement once, the same on both backends' paths, and
+/// leaves the log as `BOUNDED_LOG` says: one `POST /customers` of the baseline is one
+/// transaction of one `INSERT` (plus, on Postgres, the `COMMIT` sqlx sends as a statement).
+fn one_insert_is_counted_once(storage: [&str; 2]) -> (f64, f64) {
+    let mut args = vec!["baseline", "--count-statements", "--listen", "127.0.0.1:0"];
+    args.extend_from_slice(&storage);
+    let (mut baseline, lines, url) = start_logged(&args);
+    let counts = || tools::bench::Counts::parse(&http_get(&url, "/metrics"));
+    let before = counts();
+    let created = http_post(
+        &url,
+        "/customers",
+        r#"{"name":"Ada","email":"ada@example.com"}"#,
+    );
+    assert!(created.starts_with("HTTP/1.1 201"), "{created}");
+    let after = counts();
+    baseline.kill().unwrap();
+    baseline.wait().unwrap();
+    let log: Vec<String> = lines.try_iter().collect();
+    assert!(!log.iter().any(|l| l.contains("sqlx")), "{log:?}");
+    // The commit counter appears at the first commit.
+    let delta = |b: Option<f64>, a: Option<f64>| a.unwrap() - b.unwrap_or(0.0);
+    assert!(after.cpu_seconds.unwrap() > 0.0);
+    (
+        delta(before.statements, after.statements),
+        delta(before.commits, after.commits),
+    )
+}
+
+#[test]
+fn statements_are_counted_exactly_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let (statements, commits) =
+        one_insert_is_counted_once(["--data-dir", dir.path().to_str().unwrap()]);
+    assert_eq!((statements, commits), (1.0, 1.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_are_counted_exactly_on_postgres() {
+    let Some(database) = fresh_postgres("count_statements").await else {
+        return;
+    };
+    let url = database.url().to_owned();
+    let (statements, commits) =
+        tokio::task::spawn_blocking(move || one_insert_is_counted_once(["--database-url", &url]))
+            .await
+            .unwrap();
+    assert_eq!((statements, commits), (2.0, 1.0));
 }
 
 /// Runs `bounded <args>` with no storage settings from the environment, failing the test if
@@ -477,12 +601,17 @@ fn serve_and_reconcile_on_a_missing_postgres_database_exit_2_in_one_clear_line()
     assert!(tree(dir.path()).is_empty(), "nothing on disk either");
 }
 
+/// A throwaway Postgres database, or `None` when Postgres tests are not configured.
+async fn fresh_postgres(test: &str) -> Option<shared_kernel::storage::testing::TestDatabase> {
+    let admin = shared_kernel::storage::testing::postgres_url(test)?;
+    Some(shared_kernel::storage::testing::TestDatabase::create(&admin).await)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_postgres_reconcile_needs_migrated_schemas_and_prints_no_notices() {
-    let Some(admin) = shared_kernel::storage::testing::postgres_url("reconcile_notices") else {
+    let Some(database) = fresh_postgres("reconcile_notices").await else {
         return;
     };
-    let database = shared_kernel::storage::testing::TestDatabase::create(&admin).await;
     let url = database.url().to_owned();
     let dir = tempfile::tempdir().unwrap();
     let outputs = tokio::task::spawn_blocking(move || {

@@ -112,6 +112,7 @@ impl TestApp {
             composition_timeout: std::time::Duration::from_secs(5),
             outbox_retention: app::config::Retention(None),
             connections: app::config::ConnectionArgs::default(),
+            count_statements: false,
         }
     }
 

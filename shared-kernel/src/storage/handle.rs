@@ -128,6 +128,8 @@ impl Tx {
                 tx.commit().await?
             }
         }
+        metrics::counter!(crate::prometheus::COMMITS, "module" => self.module.unwrap_or("unknown"))
+            .increment(1);
         let appended = self.appended_events.len() as u64;
         if appended > 0 {
             if let Some(commits) = &self.commits {
