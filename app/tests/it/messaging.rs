@@ -157,7 +157,16 @@ async fn metrics_expose_appends_handling_lag_and_http_latency() {
     let app = TestApp::spawn(crate::support::Kind::Sqlite, "metrics")
         .await
         .unwrap();
-    register(&app, "Ada", "ada@example.com").await;
+    let ada = register(&app, "Ada", "ada@example.com").await;
+    // A rename: payments' subscription skips it (the ignored-events series below).
+    let renamed = app
+        .json(
+            Method::PATCH,
+            &format!("/customers/{}", uuid_of(&ada)),
+            json!({"name": "Ada King"}),
+        )
+        .await;
+    renamed.ok(200);
     app.settled().await;
     let answer = app.get("/metrics").await;
     assert_eq!(answer.status, 200);
