@@ -17,5 +17,6 @@ pub use bus::{Bus, BusError, SubscriptionStatus, Workers};
 pub use event::{Envelope, EventContext, IntegrationEvent, MalformedEvent};
 pub use log::{EventLog, OutboxLog};
 pub use subscription::{
-    DeliveryConfig, Handler, Subscription, checkpoint, lock_checkpoint, rewind, run_handler,
+    Batch, BatchError, DeliveryConfig, Handler, Subscription, checkpoint, lock_checkpoint, rewind,
+    run_handler,
 };
