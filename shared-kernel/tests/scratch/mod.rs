@@ -247,6 +247,18 @@ pub struct ReplicateBatch {
 /// `(id, name, email, seq)` of each member event: the rows of a multi-row upsert.
 type ReplicaRow = (Uuid, String, String, i64);
 
+/// The `VALUES` of `n` rows of `(member_id, name, email, source_seq, updated_at)`: `$1` is the
+/// time of every row, and each row adds four placeholders.
+pub fn replica_rows(n: usize) -> String {
+    let rows: Vec<String> = (0..n)
+        .map(|i| {
+            let p = 2 + 4 * i;
+            format!("(${p}, ${}, ${}, ${}, $1)", p + 1, p + 2, p + 3)
+        })
+        .collect();
+    rows.join(", ")
+}
+
 /// Upserts the rows into `member_replicas_batch` with one statement, older events never
 /// overwriting newer data; one row per member (a statement may not update a row twice), the
 /// latest.
@@ -262,19 +274,13 @@ async fn upsert_replicas(tx: &mut Tx, rows: &[ReplicaRow]) -> Result<(), sqlx::E
             })
             .or_insert(row);
     }
-    let values: Vec<String> = (0..latest.len())
-        .map(|i| {
-            let p = 2 + 4 * i;
-            format!("(${p}, ${}, ${}, ${}, $1)", p + 1, p + 2, p + 3)
-        })
-        .collect();
     let sql = format!(
         "INSERT INTO member_replicas_batch (member_id, name, email, source_seq, updated_at) \
          VALUES {} ON CONFLICT (member_id) DO UPDATE \
            SET name = excluded.name, email = excluded.email, \
                source_seq = excluded.source_seq, updated_at = excluded.updated_at \
            WHERE member_replicas_batch.source_seq < excluded.source_seq",
-        values.join(", ")
+        replica_rows(latest.len())
     );
     with_tx!(tx, |conn| {
         // Only placeholders are generated; every value is bound.
