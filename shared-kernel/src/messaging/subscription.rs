@@ -756,6 +756,8 @@ async fn record_all_in_inbox(
 }
 
 #[cfg(test)]
+mod batch_tests;
+#[cfg(test)]
 mod lock_order_tests;
 
 /// Runs one subscription until `stop` turns true: batches while there is work, then waits for
