@@ -23,7 +23,8 @@ macro_rules! outbox_insert_columns {
 pub const NOTIFY_CHANNEL: &str = "bounded_outbox";
 
 /// Appends `event` to the module's outbox inside `tx`, the transaction of the change it
-/// describes: both commit or neither does. Returns the event's id and seq.
+/// describes: both commit or neither does. Returns the event's id and seq. An [`append_many`]
+/// of one event.
 ///
 /// The seq comes from `outbox_head` under its row lock (Postgres) or the single writer
 /// (SQLite), so seqs are gap-free and commit in order: a reader that sees seq N has seen every
@@ -38,6 +39,76 @@ pub async fn append<E: IntegrationEvent>(
     event: &E,
     context: &EventContext,
 ) -> Result<(Uuid, i64), sqlx::Error> {
+    let appended = append_many(tx, &[Outgoing::new(event, context)?]).await?;
+    appended
+        .into_iter()
+        .next()
+        .ok_or_else(|| sqlx::Error::Protocol("the outbox insert returned no seq".into()))
+}
+
+/// One event on its way into the outbox, with the context it carries: what [`append_many`]
+/// takes, so that one call can publish events of different types, each caused by its own
+/// event (`EventContext::caused_by`, passed explicitly: nothing here reads
+/// `EventContext::current`).
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    id: Uuid,
+    aggregate_type: &'static str,
+    aggregate_id: String,
+    event_type: &'static str,
+    event_version: i32,
+    payload: serde_json::Value,
+    context: EventContext,
+}
+
+impl Outgoing {
+    /// `event` with `context`, and its id (a fresh UUID v7).
+    ///
+    /// # Errors
+    /// `sqlx::Error::Encode` when the event does not serialize.
+    pub fn new<E: IntegrationEvent>(
+        event: &E,
+        context: &EventContext,
+    ) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            id: Uuid::now_v7(),
+            aggregate_type: E::AGGREGATE_TYPE,
+            aggregate_id: event.aggregate_id(),
+            event_type: E::TYPE,
+            event_version: E::VERSION,
+            payload: serde_json::to_value(event).map_err(|e| sqlx::Error::Encode(Box::new(e)))?,
+            context: context.clone(),
+        })
+    }
+
+    /// The id the event will have in the outbox.
+    pub fn id(&self) -> Uuid {
+        self.id
+    }
+}
+
+/// Rows per multi-row insert on SQLite: 10 parameters each (plus the shared time) stays far
+/// below its limit of bound parameters (32766).
+const SQLITE_ROWS_PER_STATEMENT: usize = 500;
+
+/// Appends `events` to the module's outbox inside `tx`, in order, with consecutive seqs: what
+/// [`append`] does for one, with a number of statements that does not grow with the events
+/// (one on Postgres; on SQLite one per 500 events). Returns each event's id and seq, in order.
+///
+/// Postgres: one statement for any number of events — a CTE moves `outbox_head` by their
+/// count under its row lock and inserts them from `UNNEST` of one array per column, numbered
+/// by `WITH ORDINALITY`. SQLite: under the single writer, the head is read once (a
+/// materialized CTE) and the rows are inserted with one multi-row `VALUES`, each seq the head
+/// plus the row's place; the trigger `outbox_head_follows` moves the head row by row, so it
+/// ends at the last seq.
+///
+/// # Errors
+/// As [`append`]: storage errors, or the lock-order refusal inside a subscription batch whose
+/// handler does not declare `Handler::locks_outbox`.
+pub async fn append_many(
+    tx: &mut Tx,
+    events: &[Outgoing],
+) -> Result<Vec<(Uuid, i64)>, sqlx::Error> {
     if let Some(subscription) = &tx.appends_refused_for {
         return Err(sqlx::Error::InvalidArgument(format!(
             "{subscription}: the handler appended to the outbox without declaring it \
@@ -45,47 +116,106 @@ pub async fn append<E: IntegrationEvent>(
              (the lock-order rule, see `outbox::lock`)"
         )));
     }
-    let payload = serde_json::to_value(event).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    let id = Uuid::now_v7();
-    let aggregate_id = event.aggregate_id();
-    // One statement takes the next seq from the head and inserts the event (Postgres: under
-    // the head's row lock, held to commit; SQLite: under the single writer, with the trigger
-    // `outbox_head_follows` moving the head).
-    let sql = match tx.conn {
-        TxConn::Sqlite(_) => concat!(
-            "INSERT INTO outbox (",
-            outbox_insert_columns!(),
-            ") SELECT seq + 1, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 \
-             FROM outbox_head WHERE id = 1 RETURNING seq"
-        ),
-        TxConn::Postgres(_) => concat!(
-            "WITH head AS (UPDATE outbox_head SET seq = seq + 1 WHERE id = 1 RETURNING seq) \
-             INSERT INTO outbox (",
-            outbox_insert_columns!(),
-            ") SELECT seq, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 FROM head RETURNING seq"
-        ),
-    };
-    let seq: i64 = with_tx!(tx, |conn| {
-        sqlx::query_scalar(sql)
-            .bind(id)
-            .bind(E::AGGREGATE_TYPE)
-            .bind(&aggregate_id)
-            .bind(E::TYPE)
-            .bind(E::VERSION)
-            .bind(Json(&payload))
-            .bind(clock::now())
-            .bind(context.correlation_id)
-            .bind(context.causation_id)
-            .bind(Json(&context.headers))
-            .fetch_one(conn)
-            .await
-    })?;
-    tx.appended_events.push(AppendedEvent {
-        seq,
-        aggregate_id,
-        event_type: E::TYPE,
-    });
-    Ok((id, seq))
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let now = clock::now();
+    let mut seqs: Vec<(i64, Uuid)> = Vec::with_capacity(events.len());
+    match &mut tx.conn {
+        TxConn::Postgres(conn) => {
+            let column = |f: fn(&Outgoing) -> Uuid| events.iter().map(f).collect::<Vec<_>>();
+            let text = |f: fn(&Outgoing) -> &str| events.iter().map(f).collect::<Vec<_>>();
+            let json = |f: fn(&Outgoing) -> Json<serde_json::Value>| {
+                events.iter().map(f).collect::<Vec<_>>()
+            };
+            let optional =
+                |f: fn(&Outgoing) -> Option<Uuid>| events.iter().map(f).collect::<Vec<_>>();
+            let rows: Vec<(i64, Uuid)> = sqlx::query_as(concat!(
+                "WITH head AS (UPDATE outbox_head SET seq = seq + cardinality($1::uuid[]) \
+                   WHERE id = 1 RETURNING seq - cardinality($1::uuid[]) AS seq) \
+                 INSERT INTO outbox (",
+                outbox_insert_columns!(),
+                ") SELECT head.seq + e.n, e.id, e.aggregatetype, e.aggregateid, e.type, \
+                     e.event_version, e.payload, $10, e.correlation_id, e.causation_id, e.headers \
+                 FROM head, UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int4[], \
+                     $6::jsonb[], $7::uuid[], $8::uuid[], $9::jsonb[]) WITH ORDINALITY \
+                   AS e(id, aggregatetype, aggregateid, type, event_version, payload, \
+                        correlation_id, causation_id, headers, n) \
+                 RETURNING seq, id"
+            ))
+            .bind(column(|e| e.id))
+            .bind(text(|e| e.aggregate_type))
+            .bind(text(|e| &e.aggregate_id))
+            .bind(text(|e| e.event_type))
+            .bind(events.iter().map(|e| e.event_version).collect::<Vec<_>>())
+            .bind(json(|e| Json(e.payload.clone())))
+            .bind(optional(|e| e.context.correlation_id))
+            .bind(optional(|e| e.context.causation_id))
+            .bind(json(|e| Json(serde_json::json!(e.context.headers))))
+            .bind(now)
+            .fetch_all(&mut **conn)
+            .await?;
+            seqs.extend(rows);
+        }
+        TxConn::Sqlite(conn) => {
+            for chunk in events.chunks(SQLITE_ROWS_PER_STATEMENT) {
+                // `$1` is the time of every row; each event adds its place and 9 columns.
+                let mut sql = String::from(concat!(
+                    "WITH head AS MATERIALIZED (SELECT seq FROM outbox_head WHERE id = 1) \
+                     INSERT INTO outbox (",
+                    outbox_insert_columns!(),
+                    ") SELECT head.seq + v.column1, v.column2, v.column3, v.column4, v.column5, \
+                         v.column6, v.column7, $1, v.column8, v.column9, v.column10 \
+                     FROM head, (VALUES "
+                ));
+                for i in 0..chunk.len() {
+                    let p = 2 + 10 * i;
+                    if i > 0 {
+                        sql.push_str(", ");
+                    }
+                    let placeholders: Vec<String> = (p..p + 10).map(|n| format!("${n}")).collect();
+                    sql.push_str(&format!("({})", placeholders.join(", ")));
+                }
+                // Rows go in in the order of `VALUES`, so the trigger leaves the head at the
+                // last seq.
+                sql.push_str(") AS v ORDER BY v.column1 RETURNING seq, id");
+                // Only placeholders are generated; every value is bound.
+                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str())).bind(now);
+                for (place, event) in (1i64..).zip(chunk) {
+                    query = query
+                        .bind(place)
+                        .bind(event.id)
+                        .bind(event.aggregate_type)
+                        .bind(&event.aggregate_id)
+                        .bind(event.event_type)
+                        .bind(event.event_version)
+                        .bind(Json(&event.payload))
+                        .bind(event.context.correlation_id)
+                        .bind(event.context.causation_id)
+                        .bind(Json(&event.context.headers));
+                }
+                let rows: Vec<(i64, Uuid)> = query.fetch_all(&mut **conn).await?;
+                seqs.extend(rows);
+            }
+        }
+    }
+    // `RETURNING` promises no order; the seqs follow the events' order.
+    seqs.sort_unstable_by_key(|(seq, _)| *seq);
+    if seqs.len() != events.len() || seqs.iter().zip(events).any(|((_, id), e)| *id != e.id) {
+        return Err(sqlx::Error::Protocol(
+            "the outbox insert did not return one seq per event, in order".into(),
+        ));
+    }
+    tx.appended_events.extend(
+        seqs.iter()
+            .zip(events)
+            .map(|((seq, _), event)| AppendedEvent {
+                seq: *seq,
+                aggregate_id: event.aggregate_id.clone(),
+                event_type: event.event_type,
+            }),
+    );
+    Ok(seqs.into_iter().map(|(seq, id)| (id, seq)).collect())
 }
 
 /// Takes the outbox's append lock now rather than at the first [`append`] (Postgres; SQLite's

@@ -33,6 +33,25 @@ pub trait Handler: Send + Sync + 'static {
     /// Any error rolls back the whole batch, effects included; the batch is retried.
     async fn handle(&self, tx: &mut Tx, event: &Envelope) -> anyhow::Result<()>;
 
+    /// Applies the fresh events of a batch (recorded in the inbox just now, never applied
+    /// before), in seq order, through `tx`: the set-based way, with a number of statements that
+    /// does not grow with the batch. The kernel calls it for two or more events; one event
+    /// alone goes through [`Self::handle`].
+    ///
+    /// The default applies them one by one through [`Self::handle`] ([`Batch::apply_each`]). An
+    /// override must have exactly the effects of applying the events one by one, in order;
+    /// since there is no task-local context for a batch, each event it publishes carries its
+    /// cause's context explicitly (`EventContext::caused_by(event)`, see `outbox::append_many`).
+    ///
+    /// # Errors
+    /// Any error rolls back the whole batch, effects included. [`BatchError::at`] names the
+    /// failing event, which is retried and parked as [`Self::handle`]'s would be; an error that
+    /// names none (`?` on any error) makes the next attempt apply the batch's events one at a
+    /// time through [`Self::handle`], so that the failing one is found and parked alone.
+    async fn handle_batch(&self, tx: &mut Tx, batch: &Batch<'_>) -> Result<(), BatchError> {
+        batch.apply_each(self, tx).await
+    }
+
     /// The event types (`module.EventName`) this handler applies, when it can say: other events
     /// are then skipped without a call and counted in `bounded_events_ignored_total`.
     fn event_types(&self) -> Option<&'static [&'static str]> {
@@ -67,6 +86,86 @@ impl std::fmt::Debug for Subscription {
             .field("name", &self.name)
             .finish_non_exhaustive()
     }
+}
+
+/// The fresh events of one batch of a subscription, for [`Handler::handle_batch`].
+#[derive(Debug)]
+pub struct Batch<'a> {
+    subscription: &'a str,
+    events: &'a [&'a Envelope],
+    /// The span the batch was started in: the parent of each event's span when the events go
+    /// one by one, so that per-event log lines read as they do outside a batch.
+    parent: tracing::Span,
+}
+
+impl<'a> Batch<'a> {
+    /// The subscription's name.
+    pub fn subscription(&self) -> &'a str {
+        self.subscription
+    }
+
+    /// The events, in seq order; none was applied before.
+    pub fn events(&self) -> &'a [&'a Envelope] {
+        self.events
+    }
+
+    /// Applies the events one by one through `handler`'s [`Handler::handle`], each the way a
+    /// single event is (see [`run_handler`]: its `event` span, its context as
+    /// `EventContext::current`, the debug line `Event applied.`); stops at the first failure,
+    /// naming it.
+    ///
+    /// # Errors
+    /// The failing event's error, [`BatchError::at`] its index.
+    pub async fn apply_each<H: Handler + ?Sized>(
+        &self,
+        handler: &H,
+        tx: &mut Tx,
+    ) -> Result<(), BatchError> {
+        for (i, event) in self.events.iter().enumerate() {
+            run_one(tx, self.subscription, handler, event, &self.parent)
+                .await
+                .map_err(|error| BatchError::at(i, error))?;
+        }
+        Ok(())
+    }
+}
+
+/// Why [`Handler::handle_batch`] failed: the error and, when the handler knows, the index in
+/// [`Batch::events`] of the event that caused it.
+#[derive(Debug)]
+pub struct BatchError {
+    pub event: Option<usize>,
+    pub error: anyhow::Error,
+}
+
+impl BatchError {
+    /// The event at `index` of the batch failed.
+    pub fn at(index: usize, error: impl Into<anyhow::Error>) -> Self {
+        Self {
+            event: Some(index),
+            error: error.into(),
+        }
+    }
+}
+
+/// An error of the batch as a whole: which event caused it is not known.
+impl<E: Into<anyhow::Error>> From<E> for BatchError {
+    fn from(error: E) -> Self {
+        Self {
+            event: None,
+            error: error.into(),
+        }
+    }
+}
+
+/// A set-based batch failed without naming an event (see [`Handler::handle_batch`]): the
+/// worker's next attempt applies the events up to `through` one at a time.
+#[derive(Debug, thiserror::Error)]
+#[error("set-based batch of {count} events (#{first}..=#{through}) failed")]
+pub(crate) struct Unattributed {
+    first: i64,
+    through: i64,
+    count: usize,
 }
 
 impl Subscription {
@@ -286,26 +385,96 @@ pub(crate) async fn apply(
 }
 
 /// Applies a batch with no parked events in the way: the inbox rows of all its wanted events
-/// go in with one statement per chunk, then the handler runs for those not applied before, in
-/// seq order.
+/// go in with one statement per chunk, then the handler applies those not applied before, in
+/// seq order — two or more with one [`Handler::handle_batch`] call per chunk, in a `batch`
+/// span; one alone, or every one when `one_by_one` (the batch is being isolated), through
+/// [`Handler::handle`].
 async fn apply_batch(
     tx: &mut Tx,
     subscription: &Subscription,
     events: &[Envelope],
+    one_by_one: bool,
 ) -> Result<(), StepError> {
     let wanted: Vec<&Envelope> = events.iter().filter(|e| wanted(subscription, e)).collect();
+    let handler = subscription.handler.as_ref();
+    let mut prepared = false;
     for chunk in wanted.chunks(INBOX_ROWS_PER_STATEMENT) {
         let fresh = record_all_in_inbox(tx, &subscription.name, chunk).await?;
-        for event in chunk.iter().filter(|e| fresh.contains(&e.id)) {
-            if let Err(error) = handle(tx, subscription, event).await {
-                return Err(StepError::Event {
-                    event: Box::new((*event).clone()),
-                    error,
-                });
+        let fresh: Vec<&Envelope> = chunk
+            .iter()
+            .copied()
+            .filter(|e| fresh.contains(&e.id))
+            .collect();
+        if fresh.is_empty() {
+            continue;
+        }
+        if !prepared {
+            prepare(tx, &subscription.name, handler).await?;
+            prepared = true;
+        }
+        if one_by_one || fresh.len() == 1 {
+            let parent = tracing::Span::current();
+            for event in fresh {
+                if let Err(error) = run_one(tx, &subscription.name, handler, event, &parent).await {
+                    return Err(event_error(subscription, event, error));
+                }
+            }
+            continue;
+        }
+        let (first, through) = (fresh[0].seq, fresh[fresh.len() - 1].seq);
+        let span = tracing::info_span!(
+            "batch",
+            subscription = %subscription.name,
+            first.seq = first,
+            last.seq = through,
+            count = fresh.len(),
+        );
+        let batch = Batch {
+            subscription: &subscription.name,
+            events: &fresh,
+            parent: tracing::Span::current(),
+        };
+        let handled = handler.handle_batch(tx, &batch).instrument(span).await;
+        match handled {
+            Ok(()) => {}
+            Err(BatchError {
+                event: Some(i),
+                error,
+            }) if i < fresh.len() => return Err(event_error(subscription, fresh[i], error)),
+            Err(BatchError { error, .. }) => {
+                let count = fresh.len();
+                let context = Unattributed {
+                    first,
+                    through,
+                    count,
+                };
+                return Err(StepError::Other(error.context(context)));
             }
         }
     }
     Ok(())
+}
+
+/// A failure of `event` in a batch of `subscription`, with the context naming both.
+fn event_error(subscription: &Subscription, event: &Envelope, error: anyhow::Error) -> StepError {
+    StepError::Event {
+        event: Box::new(event.clone()),
+        error: in_context(subscription, event, error),
+    }
+}
+
+fn in_context(
+    subscription: &Subscription,
+    event: &Envelope,
+    error: anyhow::Error,
+) -> anyhow::Error {
+    error.context(format!(
+        "{} handling {} #{} ({})",
+        subscription.name,
+        event.source,
+        event.seq,
+        event.name()
+    ))
 }
 
 /// Whether the subscription's handler takes `event`; counts the ones it skips.
@@ -337,14 +506,37 @@ pub async fn run_handler(
     handler: &dyn Handler,
     event: &Envelope,
 ) -> anyhow::Result<()> {
+    prepare(tx, name, handler).await?;
+    run_one(tx, name, handler, event, &tracing::Span::current()).await
+}
+
+/// What a batch does before its handler's first effect: the outbox lock when the handler
+/// declares [`Handler::locks_outbox`], the refusal of its appends otherwise.
+async fn prepare<H: Handler + ?Sized>(
+    tx: &mut Tx,
+    name: &str,
+    handler: &H,
+) -> Result<(), sqlx::Error> {
     if handler.locks_outbox() {
         outbox::lock(tx).await?;
     } else if tx.appends_refused_for.is_none() {
         tx.appends_refused_for = Some(name.to_owned());
     }
+    Ok(())
+}
+
+/// Runs `handler` on one event in its `event` span (a child of `parent`), with the events it
+/// publishes caused by this one.
+async fn run_one<H: Handler + ?Sized>(
+    tx: &mut Tx,
+    name: &str,
+    handler: &H,
+    event: &Envelope,
+    parent: &tracing::Span,
+) -> anyhow::Result<()> {
     // Events the handler publishes are caused by this one and share its correlation.
     let context = EventContext::caused_by(event);
-    let span = event_span(name, event);
+    let span = event_span(name, event, parent);
     let handled = context
         .scope(handler.handle(tx, event))
         .instrument(span.clone())
@@ -362,22 +554,15 @@ pub async fn run_handler(
 /// subscription's transaction touches.
 async fn handle(tx: &mut Tx, subscription: &Subscription, event: &Envelope) -> anyhow::Result<()> {
     let handled = run_handler(tx, &subscription.name, subscription.handler.as_ref(), event).await;
-    handled.map_err(|e| {
-        e.context(format!(
-            "{} handling {} #{} ({})",
-            subscription.name,
-            event.source,
-            event.seq,
-            event.name()
-        ))
-    })
+    handled.map_err(|e| in_context(subscription, event, e))
 }
 
 /// The span a handler runs in: the subscription, the event, and what a log line is followed by
 /// across modules (BRIEF §9): the correlation id (the id of the HTTP request that started the
 /// flow) and, when the event concerns an order (its payload names `order_id`), the order.
-fn event_span(subscription: &str, event: &Envelope) -> tracing::Span {
+fn event_span(subscription: &str, event: &Envelope, parent: &tracing::Span) -> tracing::Span {
     let span = tracing::info_span!(
+        parent: parent,
         "event",
         subscription = %subscription,
         event.id = %event.id,
@@ -395,17 +580,32 @@ fn event_span(subscription: &str, event: &Envelope) -> tracing::Span {
     span
 }
 
-/// Applies the next batch after the consumer's checkpoint, in one consumer transaction.
-///
-/// With a `failure` pending, the batch stops short of the failing event (so the events before
-/// it commit), then retries that event alone; once it has failed `max_attempts` times it is
-/// parked instead, and later events of its aggregate are recorded as blocked behind it.
+/// [`attempt`] without isolation, as the tests drive it.
+#[cfg(test)]
 pub(crate) async fn step(
     subscription: &Subscription,
     consumer: &ModuleDb,
     source: &dyn EventLog,
     config: &DeliveryConfig,
     failure: Option<&Failure>,
+) -> Result<Step, StepError> {
+    attempt(subscription, consumer, source, config, failure, false).await
+}
+
+/// Applies the next batch after the consumer's checkpoint, in one consumer transaction.
+///
+/// With a `failure` pending, the batch stops short of the failing event (so the events before
+/// it commit), then retries that event alone; once it has failed `max_attempts` times it is
+/// parked instead, and later events of its aggregate are recorded as blocked behind it. With
+/// `isolate` (a set-based batch failed without naming its event), the handler applies the
+/// events one at a time, so that a failure names its event.
+async fn attempt(
+    subscription: &Subscription,
+    consumer: &ModuleDb,
+    source: &dyn EventLog,
+    config: &DeliveryConfig,
+    failure: Option<&Failure>,
+    isolate: bool,
 ) -> Result<Step, StepError> {
     let mut tx = consumer.begin().await?;
     let (from, dead_letters_open) =
@@ -466,7 +666,7 @@ pub(crate) async fn step(
             }
         }
     } else {
-        apply_batch(&mut tx, subscription, &events).await?;
+        apply_batch(&mut tx, subscription, &events, isolate).await?;
     }
     // More may be waiting when the read filled the batch, or when this batch stopped short
     // of a failing event.
@@ -556,6 +756,8 @@ async fn record_all_in_inbox(
 }
 
 #[cfg(test)]
+mod batch_tests;
+#[cfg(test)]
 mod lock_order_tests;
 
 /// Runs one subscription until `stop` turns true: batches while there is work, then waits for
@@ -574,6 +776,9 @@ pub(crate) async fn run(
     let mut backoff = config.min_backoff;
     let mut ready = false;
     let mut failure: Option<Failure> = None;
+    // After a set-based batch failed without naming its event: its last seq, up to which
+    // events are applied one at a time.
+    let mut isolate_through: Option<i64> = None;
     while !stopped(&stop) {
         if !ready {
             match ensure_checkpoint(&consumer, &subscription).await {
@@ -589,16 +794,20 @@ pub(crate) async fn run(
         // Mark the wake-ups seen before looking, so a commit during the batch is not missed.
         commits.mark_unchanged();
         nudge.mark_unchanged();
-        match step(
+        match attempt(
             &subscription,
             &consumer,
             source.as_ref(),
             &config,
             failure.as_ref(),
+            isolate_through.is_some(),
         )
         .await
         {
             Ok(Step::Applied { seq, full }) => {
+                if isolate_through.is_some_and(|through| seq >= through) {
+                    isolate_through = None;
+                }
                 if failure.as_ref().is_some_and(|f| seq >= f.seq) {
                     failure = None;
                     backoff = config.min_backoff;
@@ -612,6 +821,7 @@ pub(crate) async fn run(
                 }
             }
             Ok(Step::Idle) => {
+                isolate_through = None;
                 backoff = config.min_backoff;
                 idle(&mut commits, &mut nudge, &mut stop, config.poll_interval).await;
             }
@@ -632,6 +842,15 @@ pub(crate) async fn run(
                 });
                 wait(&mut stop, backoff).await;
                 backoff = (backoff * 2).min(config.max_backoff);
+            }
+            Err(StepError::Other(error)) if error.downcast_ref::<Unattributed>().is_some() => {
+                // At once: the next attempt goes one event at a time, so it cannot end here
+                // again; a failing event then backs off as any does.
+                let through = error.downcast_ref::<Unattributed>().map(|u| u.through);
+                tracing::warn!(subscription = %name, error = format!("{error:#}"), "Set-based batch failed; isolating events.");
+                metrics::counter!("bounded_batches_isolated_total", "subscription" => name.clone())
+                    .increment(1);
+                isolate_through = through;
             }
             Err(StepError::Other(error)) => {
                 tracing::warn!(subscription = %name, error = format!("{error:#}"), retry_in_ms = backoff.as_millis() as u64, "Subscription batch failed; retrying.");

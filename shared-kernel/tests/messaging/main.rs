@@ -9,6 +9,7 @@
 #[path = "../scratch/mod.rs"]
 mod scratch;
 
+mod batches;
 mod delivery;
 mod failures;
 mod fixture;

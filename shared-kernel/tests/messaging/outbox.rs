@@ -2,10 +2,42 @@
 
 use std::time::Duration;
 
-use shared_kernel::messaging::{EventContext, IntegrationEvent as _, outbox};
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use shared_kernel::messaging::outbox::Outgoing;
+use shared_kernel::messaging::{Envelope, EventContext, Handler, IntegrationEvent as _, outbox};
+use shared_kernel::storage::Tx;
+use uuid::Uuid;
 
 use crate::fixture::Scratch;
-use crate::scratch::{MemberId, MemberUpdated, REPLICAS, TALLY};
+use crate::scratch::{self, MemberId, MemberRegistered, MemberUpdated, REPLICAS, TALLY};
+
+/// A context as a handler of the event `cause` of flow `correlation` passes it.
+fn context(correlation: Uuid, cause: Uuid, trace: &str) -> EventContext {
+    EventContext {
+        correlation_id: Some(correlation),
+        causation_id: Some(cause),
+        headers: BTreeMap::from([("traceparent".to_owned(), trace.to_owned())]),
+    }
+}
+
+/// Appends through `append_many` without declaring `locks_outbox`.
+struct Undeclared;
+
+#[async_trait]
+impl Handler for Undeclared {
+    async fn handle(&self, tx: &mut Tx, event: &Envelope) -> anyhow::Result<()> {
+        let updated = MemberUpdated {
+            member_id: MemberId::generate(),
+            name: "X".into(),
+            email: "x@example.com".into(),
+        };
+        let outgoing = Outgoing::new(&updated, &EventContext::caused_by(event))?;
+        outbox::append_many(tx, &[outgoing]).await?;
+        Ok(())
+    }
+}
 
 shared_kernel::both_backends! {
     async fn events_of_one_aggregate_apply_in_commit_order_under_concurrent_producers(scratch: Scratch) {
@@ -73,6 +105,86 @@ shared_kernel::both_backends! {
         tx.commit().await.unwrap();
         assert_eq!(seq, 4);
         assert_eq!(scratch.outbox_seqs().await, vec![1, 2, 3, 4]);
+    }
+
+    async fn append_many_numbers_events_of_any_types_in_order_each_with_its_context(scratch: Scratch) {
+        let mut scratch = scratch;
+        scratch.stop_delivery().await;
+        let db = scratch.source.clone();
+        let ada = scratch.register("Ada", "ada@example.com").await;
+        scratch.register("Bob", "bob@example.com").await;
+        let mut announced = db.committed_events();
+
+        // Three events of two types, each with its own cause, in one call.
+        let flow = Uuid::now_v7();
+        let causes = [Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7()];
+        let cy = scratch::member(7);
+        let renamed = |name: &str| MemberUpdated {
+            member_id: MemberId(ada),
+            name: name.into(),
+            email: "ada@example.com".into(),
+        };
+        let outgoing = vec![
+            Outgoing::new(&renamed("Ada B"), &context(flow, causes[0], "t0")).unwrap(),
+            Outgoing::new(&cy, &context(flow, causes[1], "t1")).unwrap(),
+            Outgoing::new(&renamed("Ada C"), &context(flow, causes[2], "t2")).unwrap(),
+        ];
+        let ids: Vec<Uuid> = outgoing.iter().map(Outgoing::id).collect();
+        let mut tx = db.begin().await.unwrap();
+        let appended = outbox::append_many(&mut tx, &outgoing).await.unwrap();
+        assert!(outbox::append_many(&mut tx, &[]).await.unwrap().is_empty());
+        tx.commit().await.unwrap();
+        assert_eq!(appended, vec![(ids[0], 3), (ids[1], 4), (ids[2], 5)]);
+
+        // One announcement with the three, in seq order.
+        let events = announced.recv().await.unwrap();
+        let announced_events: Vec<(i64, &str, &str)> = events
+            .iter()
+            .map(|e| (e.seq, e.aggregate_id.as_str(), e.event_type))
+            .collect();
+        let (ada_id, cy_id) = (ada.to_string(), cy.member_id.to_string());
+        assert_eq!(announced_events, vec![
+            (3, ada_id.as_str(), MemberUpdated::TYPE),
+            (4, cy_id.as_str(), MemberRegistered::TYPE),
+            (5, ada_id.as_str(), MemberUpdated::TYPE),
+        ]);
+
+        // Readers see them, each with its own context and payload.
+        let read = outbox::read_after(&db, 2, 10).await.unwrap();
+        assert_eq!(read.iter().map(|e| (e.id, e.seq)).collect::<Vec<_>>(), appended);
+        for (i, event) in read.iter().enumerate() {
+            assert_eq!(event.correlation_id, Some(flow));
+            assert_eq!(event.causation_id, Some(causes[i]));
+            assert_eq!(event.headers["traceparent"], format!("t{i}"));
+        }
+        assert_eq!(read[1].decode::<MemberRegistered>().unwrap().unwrap(), cy);
+        assert_eq!(read[2].decode::<MemberUpdated>().unwrap().unwrap().name, "Ada C");
+
+        // More events than one SQLite statement takes, then a single append: no gap anywhere.
+        let many: Vec<Outgoing> = (0..1100)
+            .map(|i| Outgoing::new(&scratch::member(i), &EventContext::default()).unwrap())
+            .collect();
+        let mut tx = db.begin().await.unwrap();
+        let appended = outbox::append_many(&mut tx, &many).await.unwrap();
+        let (_, next) = outbox::append(&mut tx, &renamed("Ada D"), &EventContext::default()).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(appended.iter().map(|(_, seq)| *seq).collect::<Vec<_>>(), (6..1106).collect::<Vec<_>>());
+        assert!(appended.iter().zip(&many).all(|((id, _), e)| *id == e.id()));
+        assert_eq!(next, 1106);
+        assert_eq!(announced.recv().await.unwrap().len(), 1101);
+        assert_eq!(outbox::head(&db).await.unwrap(), 1106);
+        assert_eq!(scratch.outbox_seqs().await, (1..=1106).collect::<Vec<_>>());
+    }
+
+    async fn append_many_is_refused_in_a_batch_that_did_not_declare_the_outbox_lock(scratch: Scratch) {
+        let ada = scratch.register("Ada", "ada@example.com").await;
+        let event = outbox::read_after(&scratch.source, 0, 1).await.unwrap().remove(0);
+        assert_eq!(event.aggregate_id, ada.to_string());
+        let mut tx = scratch.consumer.begin().await.unwrap();
+        let refused = shared_kernel::messaging::run_handler(&mut tx, "consumer<-source:undeclared", &Undeclared, &event)
+            .await
+            .unwrap_err();
+        assert!(format!("{refused:#}").contains("Handler::locks_outbox"), "{refused:#}");
     }
 
     async fn pruning_never_drops_an_event_a_subscription_has_not_processed(scratch: Scratch) {
