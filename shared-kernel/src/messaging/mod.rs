@@ -20,5 +20,5 @@ pub use event::{Envelope, EventContext, IntegrationEvent, MalformedEvent};
 pub use log::{EventLog, OutboxLog};
 pub use subscription::{
     Batch, BatchError, DeliveryConfig, Handler, Subscription, checkpoint, lock_checkpoint, rewind,
-    run_handler,
+    run_handler, run_handler_batch,
 };

@@ -510,6 +510,29 @@ pub async fn run_handler(
     run_one(tx, name, handler, event, &tracing::Span::current()).await
 }
 
+/// Runs `handler`'s [`Handler::handle_batch`] on `events` (fresh, in seq order) inside `tx`
+/// the way a batch of subscription `name` does: the outbox lock first when the handler
+/// declares [`Handler::locks_outbox`] (its appends refused otherwise), then one call for all
+/// of them. For whoever applies a handler's set-based path outside a subscription's batches,
+/// as tests do.
+///
+/// # Errors
+/// The handler's error, or the storage error of taking the lock (naming no event).
+pub async fn run_handler_batch(
+    tx: &mut Tx,
+    name: &str,
+    handler: &dyn Handler,
+    events: &[&Envelope],
+) -> Result<(), BatchError> {
+    prepare(tx, name, handler).await?;
+    let batch = Batch {
+        subscription: name,
+        events,
+        parent: tracing::Span::current(),
+    };
+    handler.handle_batch(tx, &batch).await
+}
+
 /// What a batch does before its handler's first effect: the outbox lock when the handler
 /// declares [`Handler::locks_outbox`], the refusal of its appends otherwise.
 async fn prepare<H: Handler + ?Sized>(

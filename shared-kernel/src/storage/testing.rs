@@ -244,6 +244,26 @@ pub async fn assert_batch_read_plan(
     .await;
 }
 
+/// Where a test's fresh database lives on `backend`: in `sqlite_dir`, or in a fresh Postgres
+/// database (returned too: dropping it drops the database); `None` when Postgres tests are
+/// not configured (see [`postgres_url`]).
+pub async fn fresh_config(
+    backend: TestBackend,
+    test: &str,
+    sqlite_dir: &std::path::Path,
+) -> Option<(super::StorageConfig, Option<TestDatabase>)> {
+    match backend {
+        TestBackend::Sqlite => Some((super::StorageConfig::sqlite(sqlite_dir), None)),
+        TestBackend::Postgres => {
+            let database = TestDatabase::create(&postgres_url(test)?).await;
+            Some((
+                super::StorageConfig::postgres(database.url()),
+                Some(database),
+            ))
+        }
+    }
+}
+
 /// Runs `check` on `module`'s database freshly opened on SQLite (in `sqlite_dir`), then on a
 /// fresh Postgres database when Postgres tests are configured (see [`postgres_url`]).
 ///

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shared_kernel::messaging::{Bus, DeliveryConfig, Subscription, SubscriptionStatus, Workers};
-use shared_kernel::storage::testing::{OnBackend, TestBackend, TestDatabase, postgres_url};
+use shared_kernel::storage::testing::{OnBackend, TestBackend, TestDatabase, fresh_config};
 use shared_kernel::storage::{ModuleDb, StorageConfig};
 use shared_kernel::with_reader;
 use tempfile::TempDir;
@@ -29,13 +29,7 @@ pub struct Scratch {
 impl OnBackend for Scratch {
     async fn on_backend(backend: TestBackend, test: &'static str) -> Option<Self> {
         let dir = tempfile::tempdir().unwrap();
-        let (config, database) = match backend {
-            TestBackend::Sqlite => (StorageConfig::sqlite(dir.path()), None),
-            TestBackend::Postgres => {
-                let database = TestDatabase::create(&postgres_url(test)?).await;
-                (StorageConfig::postgres(database.url()), Some(database))
-            }
-        };
+        let (config, database) = fresh_config(backend, test, dir.path()).await?;
         Some(Self::open(&config, dir, database).await)
     }
 }
