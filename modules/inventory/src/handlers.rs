@@ -3,11 +3,10 @@
 //! transaction.
 
 use async_trait::async_trait;
-use orders_api::events::{OrderCancelled, OrderConfirmed, OrderPlaced, OrderRejected};
-use shared_kernel::messaging::{Envelope, Handler};
+use shared_kernel::messaging::{Batch, BatchError, Envelope, Handler};
 use shared_kernel::storage::Tx;
 
-use crate::reservations::{self, Settlement};
+use crate::reservations::{self, OrderEvent};
 
 /// `inventory<-orders`: applies `orders.*` events to stock — reserve, commit, release,
 /// restock (see [`crate::reservations`]).
@@ -17,17 +16,16 @@ pub struct OrderEvents;
 #[async_trait]
 impl Handler for OrderEvents {
     async fn handle(&self, tx: &mut Tx, event: &Envelope) -> anyhow::Result<()> {
-        if let Some(placed) = event.decode::<OrderPlaced>() {
-            reservations::reserve(tx, &placed?).await
-        } else if let Some(confirmed) = event.decode::<OrderConfirmed>() {
-            reservations::settle(tx, confirmed?.order_id.0, Settlement::Commit).await
-        } else if let Some(rejected) = event.decode::<OrderRejected>() {
-            reservations::settle(tx, rejected?.order_id.0, Settlement::Release).await
-        } else if let Some(cancelled) = event.decode::<OrderCancelled>() {
-            reservations::settle(tx, cancelled?.order_id.0, Settlement::Cancel).await
-        } else {
-            Ok(())
+        match OrderEvent::decode(event) {
+            Some(decoded) => decoded?.apply(tx).await,
+            None => Ok(()),
         }
+    }
+
+    /// The whole batch with a constant number of statements, with the effects of `handle` on
+    /// each event in seq order (`reservations::apply_batch`).
+    async fn handle_batch(&self, tx: &mut Tx, batch: &Batch<'_>) -> Result<(), BatchError> {
+        reservations::apply_batch(tx, batch.events()).await
     }
 
     fn event_types(&self) -> Option<&'static [&'static str]> {

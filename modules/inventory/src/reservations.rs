@@ -20,18 +20,29 @@
 //! or reservation waits; each allocation is then a conditional update that only succeeds while
 //! enough units are available — zero rows is an error that rolls the whole batch back. SQLite
 //! has a single writer, so its transactions cannot interleave at all.
+//!
+//! **Batches.** A subscription batch of two or more events goes through [`apply_batch`]
+//! (`batch.rs`): the same steps, set-based — everything the events read is read and locked
+//! once, the events are replayed in memory in seq order with the same [`plan`], and the net
+//! result is written with a constant number of statements. One event alone, an isolated batch
+//! and a dead-letter retry go through [`reserve`] and [`settle`], one statement at a time; the
+//! differential test `tests/batches.rs` holds the two paths to the same effects.
 
 use inventory_api::events::{
     ReservedLine, StockCommitted, StockReleased, StockReservationFailed, StockReserved,
     StockRestocked,
 };
 use inventory_api::{ProductId, ReservationStatus};
-use orders_api::events::{OrderPlaced, PlacedLine};
+use orders_api::events::{OrderCancelled, OrderConfirmed, OrderPlaced, OrderRejected, PlacedLine};
 use shared_kernel::clock;
-use shared_kernel::messaging::{EventContext, outbox};
+use shared_kernel::messaging::outbox::Outgoing;
+use shared_kernel::messaging::{Envelope, EventContext, outbox};
 use shared_kernel::storage::{Tx, TxConn};
 use shared_kernel::with_tx;
 use uuid::Uuid;
+
+mod batch;
+pub(crate) use batch::apply_batch;
 
 /// Name of the reservation outcome counter (`outcome` = `reserved` | `failed`).
 pub const RESERVATIONS_METRIC: &str = "bounded_stock_reservations_total";
@@ -150,15 +161,9 @@ pub(crate) async fn reserve(tx: &mut Tx, placed: &OrderPlaced) -> anyhow::Result
         Ok(allocations) => allocations,
         Err(shortfall) => {
             set_status(tx, order_id, ReservationStatus::Failed).await?;
-            let failed = StockReservationFailed {
-                order_id,
-                product_id: ProductId(shortfall.product_id),
-                requested: shortfall.requested,
-                available: shortfall.available,
-            };
+            let failed = reservation_failed(order_id, shortfall);
             outbox::append(tx, &failed, &EventContext::current()).await?;
-            metrics::counter!(RESERVATIONS_METRIC, "outcome" => "failed").increment(1);
-            tracing::info!(order.id = %order_id, product.id = %shortfall.product_id, requested = shortfall.requested, available = shortfall.available, "Stock reservation failed.");
+            log_failed(&failed);
             return Ok(());
         }
     };
@@ -204,21 +209,47 @@ pub(crate) async fn reserve(tx: &mut Tx, placed: &OrderPlaced) -> anyhow::Result
         })?;
     }
 
-    let reserved = StockReserved {
+    let reserved = stock_reserved(order_id, &allocations);
+    outbox::append(tx, &reserved, &EventContext::current()).await?;
+    log_reserved(&reserved);
+    Ok(())
+}
+
+/// The event of a reservation that holds `allocations`.
+fn stock_reserved(order_id: Uuid, allocations: &[Allocation]) -> StockReserved {
+    StockReserved {
         order_id,
         lines: allocations
-            .into_iter()
+            .iter()
             .map(|a| ReservedLine {
                 product_id: ProductId(a.product_id),
-                warehouse: a.warehouse,
+                warehouse: a.warehouse.clone(),
                 quantity: a.quantity,
             })
             .collect(),
-    };
-    outbox::append(tx, &reserved, &EventContext::current()).await?;
+    }
+}
+
+/// The event of a reservation that `shortfall` made fail.
+fn reservation_failed(order_id: Uuid, shortfall: Shortfall) -> StockReservationFailed {
+    StockReservationFailed {
+        order_id,
+        product_id: ProductId(shortfall.product_id),
+        requested: shortfall.requested,
+        available: shortfall.available,
+    }
+}
+
+/// Counts and logs a reservation made.
+fn log_reserved(reserved: &StockReserved) {
     metrics::counter!(RESERVATIONS_METRIC, "outcome" => "reserved").increment(1);
-    tracing::info!(order.id = %order_id, lines = reserved.lines.len(), "Stock reserved.");
-    Ok(())
+    tracing::info!(order.id = %reserved.order_id, lines = reserved.lines.len(), "Stock reserved.");
+}
+
+/// Counts and logs a reservation that failed.
+fn log_failed(failed: &StockReservationFailed) {
+    metrics::counter!(RESERVATIONS_METRIC, "outcome" => "failed").increment(1);
+    tracing::info!(order.id = %failed.order_id, product.id = %failed.product_id.0, requested = failed.requested, available = failed.available, "Stock reservation failed.");
 }
 
 /// The order in which stock rows are locked and updated: product id (bytes), then warehouse
@@ -378,20 +409,42 @@ pub(crate) async fn settle(
             );
         }
     }
-    let context = EventContext::current();
-    match status {
-        ReservationStatus::Committed => {
-            outbox::append(tx, &StockCommitted { order_id }, &context).await?;
-        }
-        ReservationStatus::Released => {
-            outbox::append(tx, &StockReleased { order_id }, &context).await?;
-        }
-        _ => {
-            outbox::append(tx, &StockRestocked { order_id }, &context).await?;
-        }
-    }
-    tracing::info!(order.id = %order_id, status = status.as_str(), "Stock reservation settled.");
+    let settled = settled_event(order_id, status, &EventContext::current())?;
+    outbox::append_many(tx, &[settled]).await?;
+    log_settled(order_id, status);
     Ok(())
+}
+
+/// The event of a reservation settled into `status` (committed, released or restocked).
+fn settled_event(
+    order_id: Uuid,
+    status: ReservationStatus,
+    context: &EventContext,
+) -> Result<Outgoing, sqlx::Error> {
+    match status {
+        ReservationStatus::Committed => Outgoing::new(&StockCommitted { order_id }, context),
+        ReservationStatus::Released => Outgoing::new(&StockReleased { order_id }, context),
+        _ => Outgoing::new(&StockRestocked { order_id }, context),
+    }
+}
+
+fn log_settled(order_id: Uuid, status: ReservationStatus) {
+    tracing::info!(order.id = %order_id, status = status.as_str(), "Stock reservation settled.");
+}
+
+/// What `settlement` makes of a reservation in `status`: its new status, or `None` when it
+/// does not apply (the conditional updates of [`settle`], in memory).
+pub(crate) fn settles_into(
+    status: ReservationStatus,
+    settlement: Settlement,
+) -> Option<ReservationStatus> {
+    use ReservationStatus::{Committed, Released, Reserved, Restocked};
+    match (settlement, status) {
+        (Settlement::Commit, Reserved) => Some(Committed),
+        (Settlement::Release | Settlement::Cancel, Reserved) => Some(Released),
+        (Settlement::Cancel, Committed) => Some(Restocked),
+        _ => None,
+    }
 }
 
 /// The lines of a reservation, in lock order.
@@ -414,6 +467,41 @@ async fn reservation_lines(tx: &mut Tx, order_id: Uuid) -> Result<Vec<Allocation
         .collect();
     lines.sort_by(|a, b| lock_order(a.product_id, &a.warehouse, b.product_id, &b.warehouse));
     Ok(lines)
+}
+
+/// An orders event, as inventory reads it.
+#[derive(Debug)]
+pub(crate) enum OrderEvent {
+    /// `OrderPlaced`: reserve.
+    Placed(OrderPlaced),
+    /// `OrderConfirmed`, `OrderRejected`, `OrderCancelled`: settle the order's reservation.
+    Settle(Uuid, Settlement),
+}
+
+impl OrderEvent {
+    /// Decodes `event`; `None` for an event inventory does not apply.
+    pub(crate) fn decode(event: &Envelope) -> Option<anyhow::Result<Self>> {
+        let decoded = if let Some(placed) = event.decode::<OrderPlaced>() {
+            placed.map(Self::Placed)
+        } else if let Some(confirmed) = event.decode::<OrderConfirmed>() {
+            confirmed.map(|e| Self::Settle(e.order_id.0, Settlement::Commit))
+        } else if let Some(rejected) = event.decode::<OrderRejected>() {
+            rejected.map(|e| Self::Settle(e.order_id.0, Settlement::Release))
+        } else if let Some(cancelled) = event.decode::<OrderCancelled>() {
+            cancelled.map(|e| Self::Settle(e.order_id.0, Settlement::Cancel))
+        } else {
+            return None;
+        };
+        Some(decoded.map_err(anyhow::Error::from))
+    }
+
+    /// Applies the event alone (the per-event path).
+    pub(crate) async fn apply(&self, tx: &mut Tx) -> anyhow::Result<()> {
+        match self {
+            Self::Placed(placed) => reserve(tx, placed).await,
+            Self::Settle(order_id, settlement) => settle(tx, *order_id, *settlement).await,
+        }
+    }
 }
 
 #[cfg(test)]
