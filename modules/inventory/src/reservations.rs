@@ -21,11 +21,11 @@
 //! enough units are available — zero rows is an error that rolls the whole batch back. SQLite
 //! has a single writer, so its transactions cannot interleave at all.
 //!
-//! **Batches.** A subscription batch of two or more events goes through [`apply_batch`]
+//! **Batches.** A subscription batch of two or more events goes through `apply_batch`
 //! (`batch.rs`): the same steps, set-based — everything the events read is read and locked
 //! once, the events are replayed in memory in seq order with the same [`plan`], and the net
 //! result is written with a constant number of statements. One event alone, an isolated batch
-//! and a dead-letter retry go through [`reserve`] and [`settle`], one statement at a time; the
+//! and a dead-letter retry go through `reserve` and `settle`, one statement at a time; the
 //! differential test `tests/batches.rs` holds the two paths to the same effects.
 
 use inventory_api::events::{
