@@ -9,7 +9,7 @@ use shared_kernel::storage::Tx;
 use crate::reservations::{self, OrderEvent};
 
 /// `inventory<-orders`: applies `orders.*` events to stock — reserve, commit, release,
-/// restock (see [`crate::reservations`]).
+/// restock (see the `reservations` module).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct OrderEvents;
 
