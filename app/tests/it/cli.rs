@@ -422,7 +422,9 @@ fn one_insert_is_counted_once(storage: [&str; 2]) -> (f64, f64) {
     assert!(!log.iter().any(|l| l.contains("sqlx")), "{log:?}");
     // The commit counter appears at the first commit.
     let delta = |b: Option<f64>, a: Option<f64>| a.unwrap() - b.unwrap_or(0.0);
-    assert!(after.cpu_seconds.unwrap() > 0.0);
+    // The CPU gauge is exported (at 10 ms resolution a process this idle may still read 0;
+    // that it rises under work is the kernel's `prometheus` test).
+    assert!(after.cpu_seconds.is_some_and(|cpu| cpu >= 0.0), "{after:?}");
     (
         delta(before.statements, after.statements),
         delta(before.commits, after.commits),
