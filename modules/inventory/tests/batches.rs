@@ -8,7 +8,7 @@ mod support;
 use orders_api::OrderId;
 use serde_json::json;
 use shared_kernel::messaging::Envelope;
-use shared_kernel::storage::testing::{OnBackend, TestBackend};
+use shared_kernel::storage::testing::{OnBackend, Rng, TestBackend};
 use support::{Db, State, cancelled, confirmed, placed, rejected};
 use uuid::Uuid;
 
@@ -33,24 +33,9 @@ impl OnBackend for Db {
     }
 }
 
-/// A small deterministic generator (xorshift64*): the scenarios are the same on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
-    }
-
-    fn uuid(&mut self) -> Uuid {
-        Uuid::from_u64_pair(self.below(u64::MAX), self.below(u64::MAX))
-    }
-
-    fn quantity(&mut self, max: u64) -> i64 {
-        i64::try_from(self.below(max)).unwrap()
-    }
+/// A quantity below `max`.
+fn quantity(rng: &mut Rng, max: u64) -> i64 {
+    i64::try_from(rng.below(max)).unwrap()
 }
 
 /// A product and its units on hand by warehouse.
@@ -70,7 +55,7 @@ fn scenario(rng: &mut Rng) -> (Vec<Product>, Vec<Envelope>) {
             let stock = WAREHOUSES
                 .iter()
                 .take(usize::try_from(warehouses).unwrap())
-                .map(|w| (*w, rng.quantity(7)))
+                .map(|w| (*w, quantity(rng, 7)))
                 .collect();
             (id, stock)
         })
@@ -84,7 +69,7 @@ fn scenario(rng: &mut Rng) -> (Vec<Product>, Vec<Envelope>) {
                 let lines: Vec<(Uuid, i64)> = (0..=rng.below(3))
                     .map(|_| {
                         let product = products[usize::try_from(rng.below(4)).unwrap()].0;
-                        (product, 1 + rng.quantity(4))
+                        (product, 1 + quantity(rng, 4))
                     })
                     .collect();
                 placed(order, &lines, seq)

@@ -5,12 +5,10 @@
 
 use async_trait::async_trait;
 use customers_api::events::CustomerRegistered;
-use orders_api::events::{OrderCancelled, OrderConfirmed, OrderPlaced, OrderRejected};
-use shared_kernel::messaging::{Envelope, Handler, IntegrationEvent};
+use shared_kernel::messaging::{Batch, BatchError, Envelope, Handler, IntegrationEvent};
 use shared_kernel::storage::Tx;
 
-use crate::domain::Settlement;
-use crate::ledger::Ledger;
+use crate::ledger::{Command, Ledger, apply_batch};
 
 /// `payments<-customers`: opens an account with the default limit for every newly registered
 /// customer; an account that exists already is left as it is.
@@ -60,29 +58,31 @@ pub struct OrderEvents {
 #[async_trait]
 impl Handler for OrderEvents {
     async fn handle(&self, tx: &mut Tx, event: &Envelope) -> anyhow::Result<()> {
-        if let Some(placed) = event.decode::<OrderPlaced>() {
-            let placed = placed?;
-            self.ledger
-                .authorize(
-                    tx,
-                    placed.order_id.0,
-                    placed.customer_id,
-                    placed.total_cents,
-                )
-                .await?;
-            return Ok(());
+        match Command::decode(event).transpose()? {
+            Some(Command::Authorize {
+                order_id,
+                customer_id,
+                amount_cents,
+            }) => {
+                self.ledger
+                    .authorize(tx, order_id, customer_id, amount_cents)
+                    .await?;
+            }
+            Some(Command::Settle {
+                order_id,
+                settlement,
+            }) => {
+                self.ledger.settle(tx, order_id, settlement).await?;
+            }
+            None => {}
         }
-        let (order_id, settlement) = if let Some(e) = event.decode::<OrderConfirmed>() {
-            (e?.order_id, Settlement::Capture)
-        } else if let Some(e) = event.decode::<OrderRejected>() {
-            (e?.order_id, Settlement::Void)
-        } else if let Some(e) = event.decode::<OrderCancelled>() {
-            (e?.order_id, Settlement::Cancel)
-        } else {
-            return Ok(());
-        };
-        self.ledger.settle(tx, order_id.0, settlement).await?;
         Ok(())
+    }
+
+    /// The whole batch at once, with the effects of [`Self::handle`] on each event in seq
+    /// order (`ledger::apply_batch`).
+    async fn handle_batch(&self, tx: &mut Tx, batch: &Batch<'_>) -> Result<(), BatchError> {
+        apply_batch(&self.ledger, tx, batch.events()).await
     }
 
     fn event_types(&self) -> Option<&'static [&'static str]> {

@@ -3,6 +3,8 @@
 //! once the event-store writes stand — append the integration event to the outbox in the same
 //! transaction.
 
+mod batch;
+
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
@@ -10,13 +12,17 @@ use payments_api::events::{
     PaymentAuthorized, PaymentCaptured, PaymentDeclined, PaymentRefunded, PaymentVoided,
 };
 use payments_api::{Account, Payment, PaymentId};
-use shared_kernel::messaging::{EventContext, outbox};
-use shared_kernel::storage::Tx;
+use shared_kernel::messaging::EventContext;
+use shared_kernel::messaging::outbox::{self, Outgoing};
+use shared_kernel::storage::{Tx, TxConn, bulk};
 use shared_kernel::with_tx;
+use time::OffsetDateTime;
 use uuid::Uuid;
 
+pub(crate) use batch::{Command, apply_batch};
+
 use crate::PaymentsConfig;
-use crate::domain::{AccountState, PaymentState, PaymentStreamEvent, Settlement};
+use crate::domain::{AccountState, PaymentState, PaymentStreamEvent, Reservation, Settlement};
 use crate::store::{self, Loaded, Source, StoreError, retry_on_conflict};
 
 /// Reason of a declined payment.
@@ -132,45 +138,13 @@ impl Ledger {
             self.config.snapshot_every,
         )
         .await?;
-        let (event, published) = if reservation.reserved {
-            (
-                PaymentStreamEvent::PaymentAuthorized {
-                    payment_id,
-                    order_id,
-                    customer_id,
-                    amount_cents,
-                },
-                Published::Authorized(PaymentAuthorized {
-                    payment_id,
-                    order_id,
-                    customer_id,
-                    amount_cents,
-                }),
-            )
-        } else {
-            let reason = if amount_cents < 0 {
-                INVALID_AMOUNT
-            } else {
-                INSUFFICIENT_CREDIT
-            };
-            (
-                PaymentStreamEvent::PaymentDeclined {
-                    payment_id,
-                    order_id,
-                    customer_id,
-                    amount_cents,
-                    reason: reason.to_owned(),
-                    available_cents: reservation.available_cents,
-                },
-                Published::Declined(PaymentDeclined {
-                    payment_id,
-                    order_id,
-                    customer_id,
-                    amount_cents,
-                    reason: reason.to_owned(),
-                }),
-            )
-        };
+        let (event, published) = authorization(
+            payment_id,
+            order_id,
+            customer_id,
+            amount_cents,
+            &reservation,
+        );
         let fresh = Loaded {
             stream_id: payment_id.0,
             state: PaymentState::default(),
@@ -242,39 +216,99 @@ impl Ledger {
             message: "a settled payment folded to nothing".into(),
         })?;
         write_view(tx, &payment).await?;
-        let (payment_id, order_id, amount_cents) =
-            (payment.id, payment.order_id, payment.amount_cents);
-        let published = match settled.event {
-            PaymentStreamEvent::PaymentCaptured {} => Published::Captured(PaymentCaptured {
-                payment_id,
-                order_id,
-                amount_cents,
-            }),
-            PaymentStreamEvent::PaymentRefunded {} => Published::Refunded(PaymentRefunded {
-                payment_id,
-                order_id,
-                amount_cents,
-            }),
-            _ => Published::Voided(PaymentVoided {
-                payment_id,
-                order_id,
-                amount_cents,
-            }),
-        };
+        let published = settled_event(&payment, &settled.event);
         Ok(Some((payment, published)))
     }
 }
 
 async fn publish(tx: &mut Tx, event: &Published) -> Result<(), StoreError> {
-    let context = EventContext::current();
-    match event {
-        Published::Authorized(e) => outbox::append(tx, e, &context).await?,
-        Published::Declined(e) => outbox::append(tx, e, &context).await?,
-        Published::Captured(e) => outbox::append(tx, e, &context).await?,
-        Published::Voided(e) => outbox::append(tx, e, &context).await?,
-        Published::Refunded(e) => outbox::append(tx, e, &context).await?,
-    };
+    outbox::append_many(tx, &[event.outgoing(&EventContext::current())?]).await?;
     Ok(())
+}
+
+impl Published {
+    /// The outbox row of this event, caused as `context` says.
+    pub(crate) fn outgoing(&self, context: &EventContext) -> Result<Outgoing, sqlx::Error> {
+        match self {
+            Published::Authorized(e) => Outgoing::new(e, context),
+            Published::Declined(e) => Outgoing::new(e, context),
+            Published::Captured(e) => Outgoing::new(e, context),
+            Published::Voided(e) => Outgoing::new(e, context),
+            Published::Refunded(e) => Outgoing::new(e, context),
+        }
+    }
+}
+
+/// The payment stream's first event and the integration event for an order's authorization
+/// attempt, as `reservation` decided it.
+fn authorization(
+    payment_id: PaymentId,
+    order_id: Uuid,
+    customer_id: Uuid,
+    amount_cents: i64,
+    reservation: &Reservation,
+) -> (PaymentStreamEvent, Published) {
+    if reservation.reserved {
+        (
+            PaymentStreamEvent::PaymentAuthorized {
+                payment_id,
+                order_id,
+                customer_id,
+                amount_cents,
+            },
+            Published::Authorized(PaymentAuthorized {
+                payment_id,
+                order_id,
+                customer_id,
+                amount_cents,
+            }),
+        )
+    } else {
+        let reason = if amount_cents < 0 {
+            INVALID_AMOUNT
+        } else {
+            INSUFFICIENT_CREDIT
+        };
+        (
+            PaymentStreamEvent::PaymentDeclined {
+                payment_id,
+                order_id,
+                customer_id,
+                amount_cents,
+                reason: reason.to_owned(),
+                available_cents: reservation.available_cents,
+            },
+            Published::Declined(PaymentDeclined {
+                payment_id,
+                order_id,
+                customer_id,
+                amount_cents,
+                reason: reason.to_owned(),
+            }),
+        )
+    }
+}
+
+/// The integration event of a settlement `event` applied to `payment`.
+fn settled_event(payment: &Payment, event: &PaymentStreamEvent) -> Published {
+    let (payment_id, order_id, amount_cents) = (payment.id, payment.order_id, payment.amount_cents);
+    match event {
+        PaymentStreamEvent::PaymentCaptured {} => Published::Captured(PaymentCaptured {
+            payment_id,
+            order_id,
+            amount_cents,
+        }),
+        PaymentStreamEvent::PaymentRefunded {} => Published::Refunded(PaymentRefunded {
+            payment_id,
+            order_id,
+            amount_cents,
+        }),
+        _ => Published::Voided(PaymentVoided {
+            payment_id,
+            order_id,
+            amount_cents,
+        }),
+    }
 }
 
 async fn find_by_order(tx: &mut Tx, order_id: Uuid) -> Result<Option<OrderPayment>, StoreError> {
@@ -291,27 +325,74 @@ async fn find_by_order(tx: &mut Tx, order_id: Uuid) -> Result<Option<OrderPaymen
 
 /// Keeps the inline projection of a payment stream in step with its latest append.
 async fn write_view(tx: &mut Tx, payment: &Payment) -> Result<(), StoreError> {
-    with_tx!(tx, |conn| {
-        sqlx::query(
-            "INSERT INTO payment_views (payment_id, order_id, customer_id, amount_cents, status, \
-               version, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-             ON CONFLICT (payment_id) DO UPDATE \
-               SET status = excluded.status, version = excluded.version, \
-                   updated_at = excluded.updated_at \
-               WHERE payment_views.version < excluded.version",
-        )
-        .bind(payment.id.0)
-        .bind(payment.order_id)
-        .bind(payment.customer_id)
-        .bind(payment.amount_cents)
-        .bind(payment.status.as_str())
-        .bind(payment.version)
-        .bind(payment.created_at)
-        .bind(payment.updated_at)
-        .execute(conn)
-        .await
-        .map(drop)
-    })
-    .map_err(|e| store::payment_view_error(e, payment.order_id))
+    write_views(tx, std::slice::from_ref(payment)).await
+}
+
+/// Keeps the inline projections of payment streams in step with their latest appends: one
+/// statement for any number of payments (at most one row each), as one does for one.
+async fn write_views(tx: &mut Tx, payments: &[Payment]) -> Result<(), StoreError> {
+    let Some(first) = payments.first() else {
+        return Ok(());
+    };
+    const UPSERT: &str = "ON CONFLICT (payment_id) DO UPDATE \
+           SET status = excluded.status, version = excluded.version, \
+               updated_at = excluded.updated_at \
+           WHERE payment_views.version < excluded.version";
+    const COLUMNS: &str = "INSERT INTO payment_views (payment_id, order_id, customer_id, \
+           amount_cents, status, version, created_at, updated_at)";
+    let written = match &mut tx.conn {
+        TxConn::Postgres(conn) => {
+            let uuids = |f: fn(&Payment) -> Uuid| payments.iter().map(f).collect::<Vec<_>>();
+            let times =
+                |f: fn(&Payment) -> OffsetDateTime| payments.iter().map(f).collect::<Vec<_>>();
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "{COLUMNS} SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], \
+                   $4::int8[], $5::text[], $6::int8[], $7::timestamptz[], $8::timestamptz[]) \
+                 {UPSERT}"
+            )))
+            .bind(uuids(|p| p.id.0))
+            .bind(uuids(|p| p.order_id))
+            .bind(uuids(|p| p.customer_id))
+            .bind(payments.iter().map(|p| p.amount_cents).collect::<Vec<_>>())
+            .bind(
+                payments
+                    .iter()
+                    .map(|p| p.status.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(payments.iter().map(|p| p.version).collect::<Vec<_>>())
+            .bind(times(|p| p.created_at))
+            .bind(times(|p| p.updated_at))
+            .execute(&mut **conn)
+            .await
+            .map(drop)
+        }
+        TxConn::Sqlite(conn) => {
+            let mut result = Ok(());
+            for chunk in payments.chunks(bulk::rows_per_statement(8)) {
+                let sql = format!(
+                    "{COLUMNS} SELECT * FROM (VALUES {}) WHERE true {UPSERT}",
+                    bulk::values(chunk.len(), 8, false)
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+                for p in chunk {
+                    query = query
+                        .bind(p.id.0)
+                        .bind(p.order_id)
+                        .bind(p.customer_id)
+                        .bind(p.amount_cents)
+                        .bind(p.status.as_str())
+                        .bind(p.version)
+                        .bind(p.created_at)
+                        .bind(p.updated_at);
+                }
+                result = query.execute(&mut **conn).await.map(drop);
+                if result.is_err() {
+                    break;
+                }
+            }
+            result
+        }
+    };
+    written.map_err(|e| store::payment_view_error(e, first.order_id))
 }

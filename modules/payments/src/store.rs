@@ -9,10 +9,12 @@
 //!   conflict (which aborts a Postgres transaction) only undoes the attempt; the attempt then
 //!   runs again on the reloaded state, a bounded number of times.
 
+use std::collections::HashMap;
+
 use serde_json::Value;
 use shared_kernel::clock;
 use shared_kernel::messaging::EventContext;
-use shared_kernel::storage::{Reader, Tx, is_unique_violation};
+use shared_kernel::storage::{Reader, Tx, TxConn, bulk, is_unique_violation};
 use shared_kernel::{with_reader, with_tx};
 use sqlx::types::Json;
 use time::OffsetDateTime;
@@ -186,24 +188,31 @@ pub async fn load<A: Aggregate>(
             .fetch_optional(conn)
             .await
         })?;
-        if let Some((version, Json(state))) = snapshot {
-            match serde_json::from_value::<A>(state) {
-                Ok(state) => {
-                    loaded = Loaded {
-                        stream_id,
-                        state,
-                        version,
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(%stream_id, version, %error, "Ignoring an unreadable snapshot.");
-                }
-            }
+        if let Some((version, Json(state))) = snapshot
+            && let Some(from_snapshot) = from_snapshot(stream_id, version, state)
+        {
+            loaded = from_snapshot;
         }
     }
     let events = read_events(&mut source, A::STREAM_TYPE, stream_id, loaded.version).await?;
     fold(&mut loaded, &events)?;
     Ok(loaded)
+}
+
+/// The state a snapshot holds; `None` (with a warning) when it cannot be read as `A`, e.g. an
+/// older state shape: the events are the truth, and the stream is then folded from its start.
+fn from_snapshot<A: Aggregate>(stream_id: Uuid, version: i64, state: Value) -> Option<Loaded<A>> {
+    match serde_json::from_value::<A>(state) {
+        Ok(state) => Some(Loaded {
+            stream_id,
+            state,
+            version,
+        }),
+        Err(error) => {
+            tracing::warn!(%stream_id, version, %error, "Ignoring an unreadable snapshot.");
+            None
+        }
+    }
 }
 
 /// The version of a stream's snapshot, if it has one.
@@ -222,6 +231,145 @@ pub async fn snapshot_version(
     Ok(row.map(|(version,)| version))
 }
 
+/// An event decided but not yet stored: what one row of `events` receives.
+#[derive(Debug, Clone)]
+pub struct Staged {
+    pub stream_id: Uuid,
+    pub stream_type: &'static str,
+    pub version: i64,
+    pub event_type: String,
+    pub schema_version: i32,
+    pub payload: Value,
+    pub metadata: Value,
+    pub recorded_at: OffsetDateTime,
+}
+
+/// The metadata stored with every event: the correlation and causation of `context` and its
+/// trace headers.
+pub fn metadata(context: &EventContext) -> Value {
+    serde_json::json!({
+        "correlation_id": context.correlation_id,
+        "causation_id": context.causation_id,
+        "headers": context.headers,
+    })
+}
+
+/// Folds `events` into `loaded` at the versions after its own and returns them as rows to
+/// insert, each with `metadata` and `recorded_at`. Nothing is stored: [`insert_events`] does.
+///
+/// # Errors
+/// [`StoreError::Corrupt`] when an event does not serialize as `{type, data}`.
+pub fn stage<A: Aggregate>(
+    loaded: &mut Loaded<A>,
+    events: &[A::Event],
+    metadata: &Value,
+    recorded_at: OffsetDateTime,
+) -> Result<Vec<Staged>, StoreError> {
+    let stream_id = loaded.stream_id;
+    let mut staged = Vec::with_capacity(events.len());
+    for event in events {
+        let version = loaded.version + 1;
+        let tagged = serde_json::to_value(event).map_err(|e| StoreError::Corrupt {
+            stream_id,
+            message: format!("cannot serialize an event: {e}"),
+        })?;
+        let (Some(event_type), Some(payload)) = (
+            tagged.get("type").and_then(Value::as_str),
+            tagged.get("data"),
+        ) else {
+            return Err(StoreError::Corrupt {
+                stream_id,
+                message: format!("event is not {{type, data}}: {tagged}"),
+            });
+        };
+        staged.push(Staged {
+            stream_id,
+            stream_type: A::STREAM_TYPE,
+            version,
+            event_type: event_type.to_owned(),
+            schema_version: <A::Event as DomainEvent>::SCHEMA_VERSION,
+            payload: payload.clone(),
+            metadata: metadata.clone(),
+            recorded_at,
+        });
+        loaded.state.apply(
+            event,
+            Recorded {
+                version,
+                recorded_at,
+            },
+        );
+        loaded.version = version;
+    }
+    Ok(staged)
+}
+
+/// Inserts staged events: one statement for any number on Postgres (`UNNEST`), multi-row
+/// `VALUES` on SQLite. An event at a version some stream has already is a
+/// [`StoreError::Conflict`] (naming the first staged stream: the statement does not say which).
+pub async fn insert_events(tx: &mut Tx, events: &[Staged]) -> Result<(), StoreError> {
+    let Some(first) = events.first() else {
+        return Ok(());
+    };
+    let inserted = match &mut tx.conn {
+        TxConn::Postgres(conn) => {
+            let column = |f: fn(&Staged) -> Uuid| events.iter().map(f).collect::<Vec<_>>();
+            sqlx::query(
+                "INSERT INTO events (stream_id, stream_type, version, event_type, \
+                   schema_version, payload, metadata, recorded_at) \
+                 SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::int8[], $4::text[], \
+                   $5::int4[], $6::jsonb[], $7::jsonb[], $8::timestamptz[])",
+            )
+            .bind(column(|e| e.stream_id))
+            .bind(events.iter().map(|e| e.stream_type).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| e.version).collect::<Vec<_>>())
+            .bind(
+                events
+                    .iter()
+                    .map(|e| e.event_type.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(events.iter().map(|e| e.schema_version).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| Json(&e.payload)).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| Json(&e.metadata)).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| e.recorded_at).collect::<Vec<_>>())
+            .execute(&mut **conn)
+            .await
+            .map(drop)
+        }
+        TxConn::Sqlite(_) => shared_kernel::bulk_insert!(
+            tx,
+            "INSERT INTO events (stream_id, stream_type, version, event_type, \
+               schema_version, payload, metadata, recorded_at)",
+            8,
+            events,
+            |q, e| q
+                .bind(e.stream_id)
+                .bind(e.stream_type)
+                .bind(e.version)
+                .bind(e.event_type.as_str())
+                .bind(e.schema_version)
+                .bind(Json(&e.payload))
+                .bind(Json(&e.metadata))
+                .bind(e.recorded_at)
+        ),
+    };
+    inserted.map_err(|error| {
+        if is_unique_violation(&error, EVENTS_PKEY.0, EVENTS_PKEY.1) {
+            StoreError::Conflict(first.stream_id)
+        } else {
+            StoreError::Database(error)
+        }
+    })
+}
+
+/// Whether a stream that was at version `from` and is now at `to` is due a snapshot: it
+/// crossed a multiple of `snapshot_every` (0 = never).
+pub fn snapshot_due(from: i64, to: i64, snapshot_every: u32) -> bool {
+    let every = i64::from(snapshot_every);
+    every > 0 && to / every > from / every
+}
+
 /// Appends `events` to the stream of `loaded` at the versions after `loaded.version`, and
 /// returns the new state. A concurrent append since the load is a [`StoreError::Conflict`];
 /// the caller rolls back to its savepoint and tries again (see [`retry_on_conflict!`]).
@@ -238,66 +386,10 @@ pub async fn append<A: Aggregate>(
         return Ok(next);
     }
     let recorded_at = clock::now();
-    let context = EventContext::current();
-    let metadata = serde_json::json!({
-        "correlation_id": context.correlation_id,
-        "causation_id": context.causation_id,
-        "headers": context.headers,
-    });
-    let stream_id = loaded.stream_id;
-    for event in events {
-        let version = next.version + 1;
-        let tagged = serde_json::to_value(event).map_err(|e| StoreError::Corrupt {
-            stream_id,
-            message: format!("cannot serialize an event: {e}"),
-        })?;
-        let (Some(event_type), Some(payload)) = (
-            tagged.get("type").and_then(Value::as_str),
-            tagged.get("data"),
-        ) else {
-            return Err(StoreError::Corrupt {
-                stream_id,
-                message: format!("event is not {{type, data}}: {tagged}"),
-            });
-        };
-        let inserted = with_tx!(tx, |conn| {
-            sqlx::query(
-                "INSERT INTO events (stream_id, stream_type, version, event_type, \
-                   schema_version, payload, metadata, recorded_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(stream_id)
-            .bind(A::STREAM_TYPE)
-            .bind(version)
-            .bind(event_type)
-            .bind(<A::Event as DomainEvent>::SCHEMA_VERSION)
-            .bind(Json(payload))
-            .bind(Json(&metadata))
-            .bind(recorded_at)
-            .execute(conn)
-            .await
-            .map(drop)
-        });
-        if let Err(error) = inserted {
-            return Err(
-                if is_unique_violation(&error, EVENTS_PKEY.0, EVENTS_PKEY.1) {
-                    StoreError::Conflict(stream_id)
-                } else {
-                    StoreError::Database(error)
-                },
-            );
-        }
-        next.state.apply(
-            event,
-            Recorded {
-                version,
-                recorded_at,
-            },
-        );
-        next.version = version;
-    }
-    let every = i64::from(snapshot_every);
-    if every > 0 && next.version / every > loaded.version / every {
+    let metadata = metadata(&EventContext::current());
+    let staged = stage(&mut next, events, &metadata, recorded_at)?;
+    insert_events(tx, &staged).await?;
+    if snapshot_due(loaded.version, next.version, snapshot_every) {
         save_snapshot(tx, &next, recorded_at).await?;
     }
     Ok(next)
@@ -308,29 +400,201 @@ pub(crate) async fn save_snapshot<A: Aggregate>(
     loaded: &Loaded<A>,
     taken_at: OffsetDateTime,
 ) -> Result<(), StoreError> {
-    let state = serde_json::to_value(&loaded.state).map_err(|e| StoreError::Corrupt {
-        stream_id: loaded.stream_id,
-        message: format!("cannot serialize a snapshot: {e}"),
-    })?;
-    with_tx!(tx, |conn| {
-        sqlx::query(
-            "INSERT INTO snapshots (stream_id, stream_type, version, state, taken_at) \
-             VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (stream_id) DO UPDATE \
-               SET version = excluded.version, state = excluded.state, \
-                   taken_at = excluded.taken_at \
-               WHERE snapshots.version < excluded.version",
-        )
-        .bind(loaded.stream_id)
-        .bind(A::STREAM_TYPE)
-        .bind(loaded.version)
-        .bind(Json(&state))
-        .bind(taken_at)
-        .execute(conn)
-        .await
-        .map(drop)
-    })?;
+    let snapshot = Snapshot::of(loaded)?;
+    save_snapshots(tx, &[snapshot], taken_at).await
+}
+
+/// A stream's state, serialized for `snapshots`.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub stream_id: Uuid,
+    pub stream_type: &'static str,
+    pub version: i64,
+    pub state: Value,
+}
+
+impl Snapshot {
+    pub fn of<A: Aggregate>(loaded: &Loaded<A>) -> Result<Self, StoreError> {
+        let state = serde_json::to_value(&loaded.state).map_err(|e| StoreError::Corrupt {
+            stream_id: loaded.stream_id,
+            message: format!("cannot serialize a snapshot: {e}"),
+        })?;
+        Ok(Self {
+            stream_id: loaded.stream_id,
+            stream_type: A::STREAM_TYPE,
+            version: loaded.version,
+            state,
+        })
+    }
+}
+
+/// Saves snapshots (at most one per stream), each replacing an older one of its stream.
+pub async fn save_snapshots(
+    tx: &mut Tx,
+    snapshots: &[Snapshot],
+    taken_at: OffsetDateTime,
+) -> Result<(), StoreError> {
+    if snapshots.is_empty() {
+        return Ok(());
+    }
+    const UPSERT: &str = "ON CONFLICT (stream_id) DO UPDATE \
+          SET version = excluded.version, state = excluded.state, taken_at = excluded.taken_at \
+          WHERE snapshots.version < excluded.version";
+    match &mut tx.conn {
+        TxConn::Postgres(conn) => {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO snapshots (stream_id, stream_type, version, state, taken_at) \
+                 SELECT v.*, $5 FROM UNNEST($1::uuid[], $2::text[], $3::int8[], $4::jsonb[]) \
+                   AS v {UPSERT}"
+            )))
+            .bind(snapshots.iter().map(|s| s.stream_id).collect::<Vec<_>>())
+            .bind(snapshots.iter().map(|s| s.stream_type).collect::<Vec<_>>())
+            .bind(snapshots.iter().map(|s| s.version).collect::<Vec<_>>())
+            .bind(snapshots.iter().map(|s| Json(&s.state)).collect::<Vec<_>>())
+            .bind(taken_at)
+            .execute(&mut **conn)
+            .await?;
+        }
+        TxConn::Sqlite(conn) => {
+            for chunk in snapshots.chunks(bulk::rows_per_statement(5)) {
+                let sql = format!(
+                    "INSERT INTO snapshots (stream_id, stream_type, version, state, taken_at) \
+                     SELECT * FROM (VALUES {}) WHERE true {UPSERT}",
+                    bulk::values(chunk.len(), 5, false)
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+                for s in chunk {
+                    query = query
+                        .bind(s.stream_id)
+                        .bind(s.stream_type)
+                        .bind(s.version)
+                        .bind(Json(&s.state))
+                        .bind(taken_at);
+                }
+                query.execute(&mut **conn).await?;
+            }
+        }
+    }
     Ok(())
+}
+
+/// Streams read at once (see [`read_many`]): their snapshots and the events after them.
+#[derive(Debug, Default)]
+pub struct Many {
+    snapshots: HashMap<Uuid, (i64, Value)>,
+    events: HashMap<Uuid, Vec<StoredEvent>>,
+}
+
+impl Many {
+    /// The state of stream `stream_id` as [`load`] with snapshots gives it. A snapshot that
+    /// cannot be read is ignored, as there: the stream is then loaded alone, from its start.
+    pub async fn take<A: Aggregate>(
+        &mut self,
+        tx: &mut Tx,
+        stream_id: Uuid,
+    ) -> Result<Loaded<A>, StoreError> {
+        let mut loaded = Loaded {
+            stream_id,
+            state: A::default(),
+            version: 0,
+        };
+        if let Some((version, state)) = self.snapshots.remove(&stream_id) {
+            match from_snapshot(stream_id, version, state) {
+                Some(from_snapshot) => loaded = from_snapshot,
+                None => return load(Source::Tx(tx), stream_id, false).await,
+            }
+        }
+        let events = self.events.remove(&stream_id).unwrap_or_default();
+        fold(&mut loaded, &events)?;
+        Ok(loaded)
+    }
+}
+
+/// Reads many streams, each given with its type, in two statements whatever their number
+/// (two per [`bulk::MAX_BINDS`] parameters on SQLite): their snapshots, then the events after
+/// each snapshot's version — what [`load`] reads for one, in the same order, so an append
+/// between the two reads is seen as events after the snapshot.
+pub async fn read_many(tx: &mut Tx, streams: &[(Uuid, &'static str)]) -> Result<Many, StoreError> {
+    let mut many = Many::default();
+    if streams.is_empty() {
+        return Ok(many);
+    }
+    let mut snapshots: Vec<(Uuid, i64, Json<Value>)> = Vec::new();
+    match &mut tx.conn {
+        TxConn::Postgres(conn) => {
+            snapshots = sqlx::query_as(
+                "SELECT s.stream_id, s.version, s.state \
+                 FROM UNNEST($1::uuid[], $2::text[]) AS v(id, type) \
+                 JOIN snapshots s ON s.stream_id = v.id AND s.stream_type = v.type",
+            )
+            .bind(streams.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+            .bind(streams.iter().map(|(_, t)| *t).collect::<Vec<_>>())
+            .fetch_all(&mut **conn)
+            .await?;
+        }
+        TxConn::Sqlite(conn) => {
+            for chunk in streams.chunks(bulk::rows_per_statement(2)) {
+                let sql = format!(
+                    "SELECT s.stream_id, s.version, s.state FROM (VALUES {}) AS v \
+                     JOIN snapshots s ON s.stream_id = v.column1 AND s.stream_type = v.column2",
+                    bulk::values(chunk.len(), 2, false)
+                );
+                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).persistent(false);
+                for (id, stream_type) in chunk {
+                    query = query.bind(*id).bind(*stream_type);
+                }
+                let found: Vec<(Uuid, i64, Json<Value>)> = query.fetch_all(&mut **conn).await?;
+                snapshots.extend(found);
+            }
+        }
+    }
+    many.snapshots = snapshots
+        .into_iter()
+        .map(|(id, version, Json(state))| (id, (version, state)))
+        .collect();
+    let after = |id: &Uuid| many.snapshots.get(id).map_or(0, |(version, _)| *version);
+    let mut rows: Vec<(Uuid, i64, String, i32, Json<Value>, OffsetDateTime)> = Vec::new();
+    match &mut tx.conn {
+        TxConn::Postgres(conn) => {
+            rows = sqlx::query_as(
+                "SELECT e.stream_id, e.version, e.event_type, e.schema_version, e.payload, \
+                   e.recorded_at \
+                 FROM UNNEST($1::uuid[], $2::text[], $3::int8[]) AS v(id, type, after) \
+                 JOIN events e \
+                   ON e.stream_id = v.id AND e.stream_type = v.type AND e.version > v.after \
+                 ORDER BY e.stream_id, e.version",
+            )
+            .bind(streams.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+            .bind(streams.iter().map(|(_, t)| *t).collect::<Vec<_>>())
+            .bind(streams.iter().map(|(id, _)| after(id)).collect::<Vec<_>>())
+            .fetch_all(&mut **conn)
+            .await?;
+        }
+        TxConn::Sqlite(conn) => {
+            for chunk in streams.chunks(bulk::rows_per_statement(3)) {
+                let sql = format!(
+                    "SELECT e.stream_id, e.version, e.event_type, e.schema_version, e.payload, \
+                       e.recorded_at \
+                     FROM (VALUES {}) AS v \
+                     JOIN events e ON e.stream_id = v.column1 AND e.stream_type = v.column2 \
+                       AND e.version > v.column3 \
+                     ORDER BY e.stream_id, e.version",
+                    bulk::values(chunk.len(), 3, false)
+                );
+                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).persistent(false);
+                for (id, stream_type) in chunk {
+                    query = query.bind(*id).bind(*stream_type).bind(after(id));
+                }
+                let found: Vec<_> = query.fetch_all(&mut **conn).await?;
+                rows.extend(found);
+            }
+        }
+    }
+    for (stream_id, version, event_type, schema_version, payload, recorded_at) in rows {
+        let event = stored((version, event_type, schema_version, payload, recorded_at));
+        many.events.entry(stream_id).or_default().push(event);
+    }
+    Ok(many)
 }
 
 /// Maps a unique violation of "one payment per order" to a conflict: another writer created

@@ -37,6 +37,11 @@ pub fn values(rows: usize, columns: usize, postgres: bool) -> String {
     sql
 }
 
+/// `?, ?, …`: `count` anonymous SQLite placeholders, for an `IN (…)` list.
+pub fn placeholders(count: usize) -> String {
+    vec!["?"; count].join(", ")
+}
+
 /// Inserts `rows` with multi-row `INSERT`s of at most [`MAX_BINDS`] parameters inside the
 /// transaction `tx`: `bulk_insert!(tx, "INSERT INTO t (a, b)", 2, rows, |q, row| q.bind(row.0).bind(row.1))`.
 /// `head` is the statement up to `VALUES`; the binder gets the query and one row, and binds

@@ -5,6 +5,8 @@
 //! unless `BOUNDED_REQUIRE_POSTGRES=1`, which CI sets so that a skip cannot pass silently.
 
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
@@ -389,4 +391,53 @@ mod tests {
             "postgres://h/x"
         );
     }
+}
+
+/// A small deterministic generator (xorshift64*) for seeded scenarios: the same seed gives the
+/// same scenario on every run.
+#[derive(Debug, Clone)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// A number below `n` (which must not be 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
+    }
+
+    pub fn uuid(&mut self) -> uuid::Uuid {
+        uuid::Uuid::from_u64_pair(self.below(u64::MAX), self.below(u64::MAX))
+    }
+}
+
+/// Counts every event of the target `sqlx::query`: one per statement.
+struct StatementCounter(Arc<AtomicUsize>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for StatementCounter {
+    fn on_event(&self, _: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Counts the statements sqlx runs in this process from now on (its per-statement
+/// `sqlx::query` event, as the app's `--count-statements` does): installs the global `tracing`
+/// subscriber, so it is called once, in a test binary of its own (any other test running in
+/// the process would be counted too).
+///
+/// # Panics
+/// When a global subscriber is installed already.
+pub fn count_statements() -> Arc<AtomicUsize> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
+    let count = Arc::new(AtomicUsize::new(0));
+    let only_statements = tracing_subscriber::filter::Targets::new()
+        .with_target("sqlx::query", tracing::Level::TRACE);
+    tracing_subscriber::registry()
+        .with(StatementCounter(Arc::clone(&count)).with_filter(only_statements))
+        .init();
+    count
 }

@@ -282,11 +282,6 @@ pub(crate) async fn apply_batch(tx: &mut Tx, events: &[&Envelope]) -> Result<(),
     Ok(())
 }
 
-/// `?, ?, …`: `count` anonymous SQLite placeholders.
-fn placeholders(count: usize) -> String {
-    vec!["?"; count].join(", ")
-}
-
 /// Inserts a `reserved` row for each of `orders` that has none; returns those inserted.
 async fn claim(
     tx: &mut Tx,
@@ -362,7 +357,7 @@ async fn read_reservations(
                     "SELECT r.order_id, r.status, l.product_id, l.warehouse, l.quantity \
                      FROM reservations r LEFT JOIN reservation_lines l ON l.order_id = r.order_id \
                      WHERE r.order_id IN ({})",
-                    placeholders(chunk.len())
+                    bulk::placeholders(chunk.len())
                 );
                 let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).persistent(false);
                 for order_id in chunk {
@@ -427,7 +422,7 @@ async fn lock_levels(
                 let sql = format!(
                     "SELECT product_id, warehouse, on_hand, reserved FROM stock_levels \
                      WHERE product_id IN ({})",
-                    placeholders(chunk.len())
+                    bulk::placeholders(chunk.len())
                 );
                 let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).persistent(false);
                 for product_id in chunk {

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod batches;
 mod concurrency;
 mod http;
 mod saga;
