@@ -8,7 +8,7 @@ use inventory_api::events::{
     ProductCreated, ProductUpdated, StockReservationFailed, StockReserved,
 };
 use payments_api::events::{PaymentAuthorized, PaymentDeclined};
-use shared_kernel::messaging::{Envelope, Handler, IntegrationEvent};
+use shared_kernel::messaging::{Batch, BatchError, Envelope, Handler, IntegrationEvent};
 use shared_kernel::storage::Tx;
 
 use crate::replicas::{self, ProductReplica};
@@ -101,10 +101,27 @@ impl Handler for InventoryEvents {
         match Self::decode(event)? {
             Some(FromInventory::Reply(reply)) => saga::on_reply(tx, reply).await,
             Some(FromInventory::Product(product)) => {
-                Ok(replicas::upsert_product(tx, &product, event.seq).await?)
+                Ok(replicas::upsert_products(tx, &[(product, event.seq)]).await?)
             }
             None => Ok(()),
         }
+    }
+
+    /// The whole batch with a constant number of statements, with the effects of `handle` on
+    /// each event in seq order: the product replicas in one upsert (the latest event of each
+    /// product), the replies through `saga::apply_replies`.
+    async fn handle_batch(&self, tx: &mut Tx, batch: &Batch<'_>) -> Result<(), BatchError> {
+        let mut replies = Vec::new();
+        let mut products = Vec::new();
+        for (i, event) in batch.events().iter().enumerate() {
+            match Self::decode(event).map_err(|e| BatchError::at(i, e))? {
+                Some(FromInventory::Reply(reply)) => replies.push((i, *event, reply)),
+                Some(FromInventory::Product(product)) => products.push((product, event.seq)),
+                None => {}
+            }
+        }
+        replicas::upsert_products(tx, &products).await?;
+        saga::apply_replies(tx, replies).await
     }
 
     fn event_types(&self) -> Option<&'static [&'static str]> {
@@ -160,6 +177,18 @@ impl Handler for PaymentEvents {
             Some(reply) => saga::on_reply(tx, reply).await,
             None => Ok(()),
         }
+    }
+
+    /// The whole batch with a constant number of statements, with the effects of `handle` on
+    /// each event in seq order (`saga::apply_replies`).
+    async fn handle_batch(&self, tx: &mut Tx, batch: &Batch<'_>) -> Result<(), BatchError> {
+        let mut replies = Vec::new();
+        for (i, event) in batch.events().iter().enumerate() {
+            if let Some(reply) = Self::decode(event).map_err(|e| BatchError::at(i, e))? {
+                replies.push((i, *event, reply));
+            }
+        }
+        saga::apply_replies(tx, replies).await
     }
 
     fn event_types(&self) -> Option<&'static [&'static str]> {

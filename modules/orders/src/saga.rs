@@ -11,7 +11,10 @@
 //! duplicate replies are recorded as steps and change nothing.
 //!
 //! What a transition does to a saga is decided in memory ([`Locked::reply`],
-//! [`Locked::settle`]) and then written.
+//! [`Locked::settle`]) and then written: one transition at a time here, a subscription batch
+//! of replies set-based in [`batch`], both through the same decisions.
+
+mod batch;
 
 use std::time::Duration;
 
@@ -25,6 +28,8 @@ use shared_kernel::storage::{ModuleDb, Tx, TxConn};
 use shared_kernel::{with_reader, with_tx};
 use time::OffsetDateTime;
 use uuid::Uuid;
+
+pub(crate) use batch::apply_replies;
 
 /// Unix microseconds: how deadlines are stored, comparable on both backends.
 pub(crate) fn unix_micros(at: OffsetDateTime) -> i64 {
@@ -90,6 +95,7 @@ macro_rules! locked_columns {
         "o.status, s.stock, s.payment, s.deadline_us, s.steps, o.created_at"
     };
 }
+use locked_columns;
 
 /// An order's saga as stored: status, stock, payment, deadline, steps, created at.
 type LockedRow = (String, String, String, i64, i32, OffsetDateTime);
@@ -607,6 +613,66 @@ mod span_tests {
                     ("correlation_id".to_owned(), correlation_id.to_string()),
                 ];
                 assert_eq!(spans, [("saga.cancel".to_owned(), expected)]);
+            },
+        )
+        .await;
+    }
+
+    /// A reply runs in the same `saga.reply` span one by one (its context set by the kernel)
+    /// and in a set-based batch (its context taken from its event).
+    #[tokio::test]
+    async fn a_reply_runs_in_the_same_span_one_by_one_and_in_a_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        on_each_backend(
+            crate::NAME,
+            &crate::MIGRATIONS,
+            dir.path(),
+            |db| async move {
+                let spans = Spans::default();
+                let _default = tracing::subscriber::set_default(
+                    tracing_subscriber::registry().with(spans.clone()),
+                );
+                let order_id = Uuid::now_v7();
+                let event = shared_kernel::messaging::Envelope {
+                    id: Uuid::now_v7(),
+                    source: "payments".into(),
+                    seq: 1,
+                    aggregate_type: "payment".into(),
+                    aggregate_id: Uuid::now_v7().to_string(),
+                    event_type: "payments.PaymentAuthorized".into(),
+                    event_version: 1,
+                    occurred_at: clock::now(),
+                    correlation_id: Some(Uuid::now_v7()),
+                    causation_id: None,
+                    headers: std::collections::BTreeMap::new(),
+                    payload: serde_json::Value::Null,
+                };
+                let reply = || Reply {
+                    order_id,
+                    party: Party::Payment,
+                    succeeded: true,
+                    detail: None,
+                };
+                let mut tx = db.begin().await.unwrap();
+                let correlation_id = event.correlation_id.unwrap();
+                EventContext::caused_by(&event)
+                    .scope(on_reply(&mut tx, reply()))
+                    .await
+                    .unwrap();
+                apply_replies(&mut tx, vec![(0, &event, reply())])
+                    .await
+                    .unwrap();
+                let spans = spans.0.lock().unwrap().clone();
+                let expected = (
+                    "saga.reply".to_owned(),
+                    vec![
+                        ("order.id".to_owned(), order_id.to_string()),
+                        ("correlation_id".to_owned(), correlation_id.to_string()),
+                        ("party".to_owned(), "Payment".to_owned()),
+                        ("succeeded".to_owned(), "true".to_owned()),
+                    ],
+                );
+                assert_eq!(spans, [expected.clone(), expected]);
             },
         )
         .await;
