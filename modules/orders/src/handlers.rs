@@ -8,11 +8,11 @@ use inventory_api::events::{
     ProductCreated, ProductUpdated, StockReservationFailed, StockReserved,
 };
 use payments_api::events::{PaymentAuthorized, PaymentDeclined};
-use shared_kernel::messaging::{Envelope, Handler, IntegrationEvent};
+use shared_kernel::messaging::{Batch, BatchError, Envelope, Handler, IntegrationEvent};
 use shared_kernel::storage::Tx;
 
 use crate::replicas::{self, ProductReplica};
-use crate::saga::{self, Party};
+use crate::saga::{self, Party, Reply};
 
 /// `orders<-customers`: the customer replicas.
 #[derive(Debug)]
@@ -39,25 +39,41 @@ impl Handler for CustomerEvents {
     }
 }
 
+/// An inventory event orders applies: a stock reply to the saga, or a product's data.
+enum FromInventory {
+    Reply(Reply),
+    Product(ProductReplica),
+}
+
 /// `orders<-inventory`: the product replicas, and stock replies to the saga.
 #[derive(Debug)]
 pub(crate) struct InventoryEvents;
 
-#[async_trait]
-impl Handler for InventoryEvents {
-    async fn handle(&self, tx: &mut Tx, event: &Envelope) -> anyhow::Result<()> {
-        if let Some(reserved) = event.decode::<StockReserved>() {
+impl InventoryEvents {
+    /// What `event` says to orders; `None` for an event it does not apply.
+    fn decode(event: &Envelope) -> anyhow::Result<Option<FromInventory>> {
+        let decoded = if let Some(reserved) = event.decode::<StockReserved>() {
             let reserved = reserved?;
             let units: i64 = reserved.lines.iter().map(|l| l.quantity).sum();
             let detail = format!("{units} units in {} allocations", reserved.lines.len());
-            saga::on_reply(tx, reserved.order_id, Party::Stock, true, Some(detail)).await
+            FromInventory::Reply(Reply {
+                order_id: reserved.order_id,
+                party: Party::Stock,
+                succeeded: true,
+                detail: Some(detail),
+            })
         } else if let Some(failed) = event.decode::<StockReservationFailed>() {
             let failed = failed?;
             let detail = format!(
                 "product {} requested {} available {}",
                 failed.product_id, failed.requested, failed.available
             );
-            saga::on_reply(tx, failed.order_id, Party::Stock, false, Some(detail)).await
+            FromInventory::Reply(Reply {
+                order_id: failed.order_id,
+                party: Party::Stock,
+                succeeded: false,
+                detail: Some(detail),
+            })
         } else {
             let (id, sku, name, price_cents) = if let Some(e) = event.decode::<ProductCreated>() {
                 let e = e?;
@@ -66,16 +82,46 @@ impl Handler for InventoryEvents {
                 let e = e?;
                 (e.product_id, e.sku, e.name, e.price_cents)
             } else {
-                return Ok(());
+                return Ok(None);
             };
-            let product = ProductReplica {
+            FromInventory::Product(ProductReplica {
                 id: id.0,
                 sku,
                 name,
                 price_cents,
-            };
-            Ok(replicas::upsert_product(tx, &product, event.seq).await?)
+            })
+        };
+        Ok(Some(decoded))
+    }
+}
+
+#[async_trait]
+impl Handler for InventoryEvents {
+    async fn handle(&self, tx: &mut Tx, event: &Envelope) -> anyhow::Result<()> {
+        match Self::decode(event)? {
+            Some(FromInventory::Reply(reply)) => saga::on_reply(tx, reply).await,
+            Some(FromInventory::Product(product)) => {
+                Ok(replicas::upsert_products(tx, &[(product, event.seq)]).await?)
+            }
+            None => Ok(()),
         }
+    }
+
+    /// The whole batch with a constant number of statements, with the effects of `handle` on
+    /// each event in seq order: the product replicas in one upsert (the latest event of each
+    /// product), the replies through `saga::apply_replies`.
+    async fn handle_batch(&self, tx: &mut Tx, batch: &Batch<'_>) -> Result<(), BatchError> {
+        let mut replies = Vec::new();
+        let mut products = Vec::new();
+        for (i, event) in batch.events().iter().enumerate() {
+            match Self::decode(event).map_err(|e| BatchError::at(i, e))? {
+                Some(FromInventory::Reply(reply)) => replies.push((i, *event, reply)),
+                Some(FromInventory::Product(product)) => products.push((product, event.seq)),
+                None => {}
+            }
+        }
+        replicas::upsert_products(tx, &products).await?;
+        saga::apply_replies(tx, replies).await
     }
 
     fn event_types(&self) -> Option<&'static [&'static str]> {
@@ -97,20 +143,52 @@ impl Handler for InventoryEvents {
 #[derive(Debug)]
 pub(crate) struct PaymentEvents;
 
+impl PaymentEvents {
+    /// The reply `event` carries; `None` for an event orders does not apply.
+    fn decode(event: &Envelope) -> anyhow::Result<Option<Reply>> {
+        Ok(
+            if let Some(authorized) = event.decode::<PaymentAuthorized>() {
+                let authorized = authorized?;
+                Some(Reply {
+                    order_id: authorized.order_id,
+                    party: Party::Payment,
+                    succeeded: true,
+                    detail: Some(format!("payment {}", authorized.payment_id)),
+                })
+            } else if let Some(declined) = event.decode::<PaymentDeclined>() {
+                let declined = declined?;
+                Some(Reply {
+                    order_id: declined.order_id,
+                    party: Party::Payment,
+                    succeeded: false,
+                    detail: Some(declined.reason),
+                })
+            } else {
+                None
+            },
+        )
+    }
+}
+
 #[async_trait]
 impl Handler for PaymentEvents {
     async fn handle(&self, tx: &mut Tx, event: &Envelope) -> anyhow::Result<()> {
-        if let Some(authorized) = event.decode::<PaymentAuthorized>() {
-            let authorized = authorized?;
-            let detail = format!("payment {}", authorized.payment_id);
-            saga::on_reply(tx, authorized.order_id, Party::Payment, true, Some(detail)).await
-        } else if let Some(declined) = event.decode::<PaymentDeclined>() {
-            let declined = declined?;
-            let detail = Some(declined.reason);
-            saga::on_reply(tx, declined.order_id, Party::Payment, false, detail).await
-        } else {
-            Ok(())
+        match Self::decode(event)? {
+            Some(reply) => saga::on_reply(tx, reply).await,
+            None => Ok(()),
         }
+    }
+
+    /// The whole batch with a constant number of statements, with the effects of `handle` on
+    /// each event in seq order (`saga::apply_replies`).
+    async fn handle_batch(&self, tx: &mut Tx, batch: &Batch<'_>) -> Result<(), BatchError> {
+        let mut replies = Vec::new();
+        for (i, event) in batch.events().iter().enumerate() {
+            if let Some(reply) = Self::decode(event).map_err(|e| BatchError::at(i, e))? {
+                replies.push((i, *event, reply));
+            }
+        }
+        saga::apply_replies(tx, replies).await
     }
 
     fn event_types(&self) -> Option<&'static [&'static str]> {

@@ -9,6 +9,12 @@
 //! anyway), then re-reads its state: a reply, the timer and a cancel racing for one order are
 //! applied one after the other, and whichever comes second sees a settled order. Late and
 //! duplicate replies are recorded as steps and change nothing.
+//!
+//! What a transition does to a saga is decided in memory ([`Locked::reply`],
+//! [`Locked::settle`]) and then written: one transition at a time here, a subscription batch
+//! of replies set-based in [`batch`], both through the same decisions.
+
+mod batch;
 
 use std::time::Duration;
 
@@ -16,11 +22,14 @@ use anyhow::Context as _;
 use orders_api::events::{OrderCancelled, OrderConfirmed, OrderRejected};
 use orders_api::{OrderId, OrderStatus, OrdersError, Participant, Reason};
 use shared_kernel::clock;
-use shared_kernel::messaging::{EventContext, outbox};
+use shared_kernel::messaging::EventContext;
+use shared_kernel::messaging::outbox::{self, Outgoing};
 use shared_kernel::storage::{ModuleDb, Tx, TxConn};
 use shared_kernel::{with_reader, with_tx};
 use time::OffsetDateTime;
 use uuid::Uuid;
+
+pub(crate) use batch::apply_replies;
 
 /// Unix microseconds: how deadlines are stored, comparable on both backends.
 pub(crate) fn unix_micros(at: OffsetDateTime) -> i64 {
@@ -63,7 +72,36 @@ impl Step {
     }
 }
 
+/// The participant a reply comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Party {
+    Stock,
+    Payment,
+}
+
+/// A participant's reply about an order, as its event says it.
+#[derive(Debug, Clone)]
+pub(crate) struct Reply {
+    pub order_id: Uuid,
+    pub party: Party,
+    pub succeeded: bool,
+    /// What the reply's step records (allocations, the payment, why it failed).
+    pub detail: Option<String>,
+}
+
+/// The columns of a [`LockedRow`], over `orders o JOIN sagas s ON s.order_id = o.id`.
+macro_rules! locked_columns {
+    () => {
+        "o.status, s.stock, s.payment, s.deadline_us, s.steps, o.created_at"
+    };
+}
+use locked_columns;
+
+/// An order's saga as stored: status, stock, payment, deadline, steps, created at.
+type LockedRow = (String, String, String, i64, i32, OffsetDateTime);
+
 /// The saga of one order as locked for a transition.
+#[derive(Debug)]
 struct Locked {
     status: OrderStatus,
     stock: Participant,
@@ -73,43 +111,179 @@ struct Locked {
     created_at: OffsetDateTime,
 }
 
+/// A reply applied to a saga in memory: the step it records and, when it settles the saga,
+/// the settlement.
+#[derive(Debug)]
+struct Replied {
+    n: i32,
+    step: Step,
+    detail: Option<String>,
+    settlement: Option<Settlement>,
+}
+
+/// A settlement decided in memory: the order moves `from` → `to` (with `reason`), recorded as
+/// step `n`.
+#[derive(Debug)]
+struct Settlement {
+    from: OrderStatus,
+    to: OrderStatus,
+    reason: Option<Reason>,
+    n: i32,
+    step: Step,
+}
+
+impl Locked {
+    fn from_row(row: LockedRow) -> anyhow::Result<Self> {
+        let (status, stock, payment, deadline_us, steps, created_at) = row;
+        let status = OrderStatus::parse(&status).context("stored order has an unknown status")?;
+        let participant = |value: &str| {
+            Participant::parse(value).context("stored saga has an unknown participant state")
+        };
+        Ok(Self {
+            status,
+            stock: participant(&stock)?,
+            payment: participant(&payment)?,
+            deadline_us,
+            steps,
+            created_at,
+        })
+    }
+
+    /// Applies `reply`: a late one (the saga has an outcome) or a duplicate (this participant
+    /// answered already) is a step that changes nothing else; otherwise the participant's
+    /// answer is recorded, and a failure of either or the success of both settles the saga.
+    fn reply(&mut self, reply: Reply) -> Replied {
+        let step = match (reply.party, reply.succeeded) {
+            (Party::Stock, true) => Step::StockReserved,
+            (Party::Stock, false) => Step::StockReservationFailed,
+            (Party::Payment, true) => Step::PaymentAuthorized,
+            (Party::Payment, false) => Step::PaymentDeclined,
+        };
+        let answered = match reply.party {
+            Party::Stock => self.stock != Participant::Waiting,
+            Party::Payment => self.payment != Participant::Waiting,
+        };
+        self.steps += 1;
+        let n = self.steps;
+        if self.status != OrderStatus::Pending || answered {
+            let why = if self.status == OrderStatus::Pending {
+                "duplicate reply ignored".to_owned()
+            } else {
+                format!("late reply ignored: order is {}", self.status.as_str())
+            };
+            return Replied {
+                n,
+                step,
+                detail: Some(why),
+                settlement: None,
+            };
+        }
+        let answer = if reply.succeeded {
+            Participant::Succeeded
+        } else {
+            Participant::Failed
+        };
+        match reply.party {
+            Party::Stock => self.stock = answer,
+            Party::Payment => self.payment = answer,
+        }
+        let outcome = match (self.stock, self.payment) {
+            (Participant::Failed, _) => Some((OrderStatus::Rejected, Some(Reason::OutOfStock))),
+            (_, Participant::Failed) => {
+                Some((OrderStatus::Rejected, Some(Reason::PaymentDeclined)))
+            }
+            (Participant::Succeeded, Participant::Succeeded) => {
+                Some((OrderStatus::Confirmed, None))
+            }
+            _ => None,
+        };
+        Replied {
+            n,
+            step,
+            detail: reply.detail,
+            settlement: outcome.map(|(to, reason)| self.settle(to, reason)),
+        }
+    }
+
+    /// Moves the saga to `to`, with the step that records it.
+    fn settle(&mut self, to: OrderStatus, reason: Option<Reason>) -> Settlement {
+        let from = self.status;
+        self.status = to;
+        self.steps += 1;
+        let step = match (to, reason) {
+            (OrderStatus::Confirmed, _) => Step::Confirmed,
+            (OrderStatus::Cancelled, _) => Step::Cancelled,
+            (_, Some(Reason::Timeout)) => Step::TimedOut,
+            _ => Step::Rejected,
+        };
+        Settlement {
+            from,
+            to,
+            reason,
+            n: self.steps,
+            step,
+        }
+    }
+}
+
+impl Settlement {
+    /// The event the settlement publishes, with `context`.
+    fn event(&self, order_id: Uuid, context: &EventContext) -> anyhow::Result<Outgoing> {
+        let order_id = OrderId(order_id);
+        Ok(match self.to {
+            OrderStatus::Confirmed => Outgoing::new(&OrderConfirmed { order_id }, context)?,
+            OrderStatus::Cancelled => Outgoing::new(&OrderCancelled { order_id }, context)?,
+            OrderStatus::Rejected => {
+                let reason = self.reason.context("a rejection has a reason")?;
+                Outgoing::new(&OrderRejected { order_id, reason }, context)?
+            }
+            OrderStatus::Pending => anyhow::bail!("a saga never returns to PENDING"),
+        })
+    }
+
+    /// Counts the saga's outcome and its duration (from `created_at` to `now`), once: when it
+    /// leaves `PENDING`.
+    fn count(&self, created_at: OffsetDateTime, now: OffsetDateTime) {
+        if self.from != OrderStatus::Pending {
+            return;
+        }
+        let outcome = match self.to {
+            OrderStatus::Rejected => self.reason.map_or("rejected", Reason::as_str),
+            OrderStatus::Confirmed => "confirmed",
+            _ => "cancelled",
+        };
+        metrics::counter!("bounded_saga_outcomes_total", "outcome" => outcome).increment(1);
+        let seconds = (now - created_at).as_seconds_f64();
+        metrics::histogram!("bounded_saga_duration_seconds", "outcome" => outcome).record(seconds);
+    }
+}
+
 /// Locks the order for a transition. The outbox lock comes first (see [`outbox::lock`]): two
 /// subscription batches (stock and payment replies) and the timer each lock orders and publish,
 /// and would otherwise deadlock over an order and the outbox. (In a batch the kernel has taken
-/// it already, the handlers declaring `locks_outbox`; the timer and cancel take it here.)
+/// it already, the handlers declaring `locks_outbox`, and this costs nothing; the timer and
+/// cancel take it here.)
 async fn lock(tx: &mut Tx, order_id: Uuid) -> anyhow::Result<Option<Locked>> {
     outbox::lock(tx).await?;
     let sql = match tx.conn {
-        TxConn::Sqlite(_) => {
-            "SELECT o.status, s.stock, s.payment, s.deadline_us, s.steps, o.created_at \
-             FROM orders o JOIN sagas s ON s.order_id = o.id WHERE o.id = $1"
-        }
-        TxConn::Postgres(_) => {
-            "SELECT o.status, s.stock, s.payment, s.deadline_us, s.steps, o.created_at \
-             FROM orders o JOIN sagas s ON s.order_id = o.id WHERE o.id = $1 FOR UPDATE"
-        }
+        TxConn::Sqlite(_) => concat!(
+            "SELECT ",
+            locked_columns!(),
+            " FROM orders o JOIN sagas s ON s.order_id = o.id WHERE o.id = $1"
+        ),
+        TxConn::Postgres(_) => concat!(
+            "SELECT ",
+            locked_columns!(),
+            " FROM orders o JOIN sagas s ON s.order_id = o.id WHERE o.id = $1 FOR UPDATE"
+        ),
     };
-    let row: Option<(String, String, String, i64, i32, OffsetDateTime)> = with_tx!(tx, |conn| {
+    let row: Option<LockedRow> = with_tx!(tx, |conn| {
         sqlx::query_as(sql)
             .bind(order_id)
             .fetch_optional(conn)
             .await
     })?;
-    let Some((status, stock, payment, deadline_us, steps, created_at)) = row else {
-        return Ok(None);
-    };
-    let status = OrderStatus::parse(&status).context("stored order has an unknown status")?;
-    let participant = |value: &str| {
-        Participant::parse(value).context("stored saga has an unknown participant state")
-    };
-    Ok(Some(Locked {
-        status,
-        stock: participant(&stock)?,
-        payment: participant(&payment)?,
-        deadline_us,
-        steps,
-        created_at,
-    }))
+    row.map(Locked::from_row).transpose()
 }
 
 /// Appends step `n` to the order's saga history.
@@ -166,17 +340,19 @@ fn correlation_id() -> Option<tracing::field::DisplayValue<Uuid>> {
         .map(tracing::field::display)
 }
 
-/// Moves the order from `from` to `to`, records the step and settles the saga.
-#[tracing::instrument(name = "saga.settle", skip_all, fields(order.id = %order_id, correlation_id = correlation_id(), to = to.as_str()))]
-async fn settle(
+/// Writes `settlement` of the order's `saga` (settled in memory already): the order's new
+/// status (from the status it was locked in), the step, the saga row, the event.
+#[tracing::instrument(name = "saga.settle", skip_all, fields(order.id = %order_id, correlation_id = correlation_id(), to = settlement.to.as_str()))]
+async fn write_settlement(
     tx: &mut Tx,
     order_id: Uuid,
-    saga: &mut Locked,
-    to: OrderStatus,
-    reason: Option<Reason>,
+    saga: &Locked,
+    settlement: &Settlement,
     now: OffsetDateTime,
 ) -> anyhow::Result<()> {
-    let from = saga.status;
+    let Settlement {
+        from, to, reason, ..
+    } = *settlement;
     let moved = with_tx!(tx, |conn| {
         sqlx::query(
             "UPDATE orders SET status = $2, reason = $3, updated_at = $4 \
@@ -192,117 +368,45 @@ async fn settle(
         .map(|done| done.rows_affected())
     })?;
     anyhow::ensure!(moved == 1, "order {order_id} left {from:?} under a lock");
-    saga.status = to;
-    saga.steps += 1;
-    let step = match (to, reason) {
-        (OrderStatus::Confirmed, _) => Step::Confirmed,
-        (OrderStatus::Cancelled, _) => Step::Cancelled,
-        (_, Some(Reason::Timeout)) => Step::TimedOut,
-        _ => Step::Rejected,
-    };
     record_step(
         tx,
         order_id,
-        saga.steps,
-        step,
+        settlement.n,
+        settlement.step,
         reason.map(Reason::as_str),
         now,
     )
     .await?;
     save(tx, order_id, saga, Some(now)).await?;
-    let context = EventContext::current();
-    let order_id = OrderId(order_id);
-    match to {
-        OrderStatus::Confirmed => {
-            outbox::append(tx, &OrderConfirmed { order_id }, &context).await?;
-        }
-        OrderStatus::Cancelled => {
-            outbox::append(tx, &OrderCancelled { order_id }, &context).await?;
-        }
-        OrderStatus::Rejected => {
-            let reason = reason.context("a rejection has a reason")?;
-            outbox::append(tx, &OrderRejected { order_id, reason }, &context).await?;
-        }
-        OrderStatus::Pending => anyhow::bail!("a saga never returns to PENDING"),
-    }
-    if from == OrderStatus::Pending {
-        let outcome = match to {
-            OrderStatus::Rejected => reason.map_or("rejected", Reason::as_str),
-            OrderStatus::Confirmed => "confirmed",
-            _ => "cancelled",
-        };
-        metrics::counter!("bounded_saga_outcomes_total", "outcome" => outcome).increment(1);
-        let seconds = (now - saga.created_at).as_seconds_f64();
-        metrics::histogram!("bounded_saga_duration_seconds", "outcome" => outcome).record(seconds);
-    }
+    let event = settlement.event(order_id, &EventContext::current())?;
+    outbox::append_many(tx, &[event]).await?;
+    settlement.count(saga.created_at, now);
     Ok(())
 }
 
-/// The participant a reply comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Party {
-    Stock,
-    Payment,
-}
-
 /// Applies a participant's reply to the order's saga.
-#[tracing::instrument(name = "saga.reply", skip_all, fields(order.id = %order_id, correlation_id = correlation_id(), ?party, succeeded))]
-pub(crate) async fn on_reply(
-    tx: &mut Tx,
-    order_id: Uuid,
-    party: Party,
-    succeeded: bool,
-    detail: Option<String>,
-) -> anyhow::Result<()> {
+#[tracing::instrument(name = "saga.reply", skip_all, fields(order.id = %reply.order_id, correlation_id = correlation_id(), party = ?reply.party, succeeded = reply.succeeded))]
+pub(crate) async fn on_reply(tx: &mut Tx, reply: Reply) -> anyhow::Result<()> {
     let now = clock::now();
+    let order_id = reply.order_id;
     let Some(mut saga) = lock(tx, order_id).await? else {
-        // Only orders publishes the orders participants reply to; an unknown order is a reply
-        // to someone else's order id, which changes nothing here.
-        tracing::warn!(%order_id, ?party, "Reply for an unknown order ignored.");
+        unknown_order(&reply);
         return Ok(());
     };
-    let step = match (party, succeeded) {
-        (Party::Stock, true) => Step::StockReserved,
-        (Party::Stock, false) => Step::StockReservationFailed,
-        (Party::Payment, true) => Step::PaymentAuthorized,
-        (Party::Payment, false) => Step::PaymentDeclined,
-    };
-    let answered = match party {
-        Party::Stock => saga.stock != Participant::Waiting,
-        Party::Payment => saga.payment != Participant::Waiting,
-    };
-    saga.steps += 1;
-    if saga.status != OrderStatus::Pending || answered {
-        // Late (the saga has an outcome) or duplicate (this participant answered already).
-        let why = if saga.status == OrderStatus::Pending {
-            "duplicate reply ignored".to_owned()
-        } else {
-            format!("late reply ignored: order is {}", saga.status.as_str())
-        };
-        record_step(tx, order_id, saga.steps, step, Some(&why), now).await?;
-        save(tx, order_id, &saga, None).await?;
-        return Ok(());
-    }
-    let reply = if succeeded {
-        Participant::Succeeded
-    } else {
-        Participant::Failed
-    };
-    match party {
-        Party::Stock => saga.stock = reply,
-        Party::Payment => saga.payment = reply,
-    }
-    record_step(tx, order_id, saga.steps, step, detail.as_deref(), now).await?;
-    let outcome = match (saga.stock, saga.payment) {
-        (Participant::Failed, _) => Some((OrderStatus::Rejected, Some(Reason::OutOfStock))),
-        (_, Participant::Failed) => Some((OrderStatus::Rejected, Some(Reason::PaymentDeclined))),
-        (Participant::Succeeded, Participant::Succeeded) => Some((OrderStatus::Confirmed, None)),
-        _ => None,
-    };
-    match outcome {
-        Some((to, reason)) => settle(tx, order_id, &mut saga, to, reason, now).await,
+    let replied = saga.reply(reply);
+    let detail = replied.detail.as_deref();
+    record_step(tx, order_id, replied.n, replied.step, detail, now).await?;
+    match &replied.settlement {
+        Some(settlement) => write_settlement(tx, order_id, &saga, settlement, now).await,
         None => Ok(save(tx, order_id, &saga, None).await?),
     }
+}
+
+/// Only orders publishes the orders participants reply to; an unknown order is a reply to
+/// someone else's order id, which changes nothing here.
+fn unknown_order(reply: &Reply) {
+    let (order_id, party) = (reply.order_id, reply.party);
+    tracing::warn!(%order_id, ?party, "Reply for an unknown order ignored.");
 }
 
 /// Rejects the order with `timeout` if its saga is still open at `now`.
@@ -318,15 +422,8 @@ pub(crate) async fn expire(tx: &mut Tx, order_id: Uuid, now: OffsetDateTime) -> 
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
     tracing::info!(%order_id, deadline, "Saga deadline passed; rejecting the order with timeout.");
-    settle(
-        tx,
-        order_id,
-        &mut saga,
-        OrderStatus::Rejected,
-        Some(Reason::Timeout),
-        now,
-    )
-    .await
+    let settlement = saga.settle(OrderStatus::Rejected, Some(Reason::Timeout));
+    write_settlement(tx, order_id, &saga, &settlement, now).await
 }
 
 /// What a cancel request found.
@@ -352,15 +449,8 @@ pub(crate) async fn cancel(
         OrderStatus::Rejected => Ok(Cancel::Rejected),
         OrderStatus::Cancelled => Ok(Cancel::AlreadyCancelled),
         OrderStatus::Pending | OrderStatus::Confirmed => {
-            settle(
-                tx,
-                order_id,
-                &mut saga,
-                OrderStatus::Cancelled,
-                Some(Reason::Cancelled),
-                now,
-            )
-            .await?;
+            let settlement = saga.settle(OrderStatus::Cancelled, Some(Reason::Cancelled));
+            write_settlement(tx, order_id, &saga, &settlement, now).await?;
             Ok(Cancel::Cancelled)
         }
     }
@@ -523,6 +613,66 @@ mod span_tests {
                     ("correlation_id".to_owned(), correlation_id.to_string()),
                 ];
                 assert_eq!(spans, [("saga.cancel".to_owned(), expected)]);
+            },
+        )
+        .await;
+    }
+
+    /// A reply runs in the same `saga.reply` span one by one (its context set by the kernel)
+    /// and in a set-based batch (its context taken from its event).
+    #[tokio::test]
+    async fn a_reply_runs_in_the_same_span_one_by_one_and_in_a_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        on_each_backend(
+            crate::NAME,
+            &crate::MIGRATIONS,
+            dir.path(),
+            |db| async move {
+                let spans = Spans::default();
+                let _default = tracing::subscriber::set_default(
+                    tracing_subscriber::registry().with(spans.clone()),
+                );
+                let order_id = Uuid::now_v7();
+                let event = shared_kernel::messaging::Envelope {
+                    id: Uuid::now_v7(),
+                    source: "payments".into(),
+                    seq: 1,
+                    aggregate_type: "payment".into(),
+                    aggregate_id: Uuid::now_v7().to_string(),
+                    event_type: "payments.PaymentAuthorized".into(),
+                    event_version: 1,
+                    occurred_at: clock::now(),
+                    correlation_id: Some(Uuid::now_v7()),
+                    causation_id: None,
+                    headers: std::collections::BTreeMap::new(),
+                    payload: serde_json::Value::Null,
+                };
+                let reply = || Reply {
+                    order_id,
+                    party: Party::Payment,
+                    succeeded: true,
+                    detail: None,
+                };
+                let mut tx = db.begin().await.unwrap();
+                let correlation_id = event.correlation_id.unwrap();
+                EventContext::caused_by(&event)
+                    .scope(on_reply(&mut tx, reply()))
+                    .await
+                    .unwrap();
+                apply_replies(&mut tx, vec![(0, &event, reply())])
+                    .await
+                    .unwrap();
+                let spans = spans.0.lock().unwrap().clone();
+                let expected = (
+                    "saga.reply".to_owned(),
+                    vec![
+                        ("order.id".to_owned(), order_id.to_string()),
+                        ("correlation_id".to_owned(), correlation_id.to_string()),
+                        ("party".to_owned(), "Payment".to_owned()),
+                        ("succeeded".to_owned(), "true".to_owned()),
+                    ],
+                );
+                assert_eq!(spans, [expected.clone(), expected]);
             },
         )
         .await;
