@@ -8,26 +8,13 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use orders_api::OrderStatus;
 use shared_kernel::messaging::Envelope;
-use shared_kernel::storage::testing::TestBackend;
+use shared_kernel::storage::testing::{TestBackend, count_statements};
 use support::{Db, Source, authorized, stock_reserved};
-use tracing_subscriber::Layer as _;
-use tracing_subscriber::layer::SubscriberExt as _;
-use tracing_subscriber::util::SubscriberInitExt as _;
 use uuid::Uuid;
-
-/// Counts every event of the target `sqlx::query`: one per statement.
-struct Counter(Arc<AtomicUsize>);
-
-impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Counter {
-    fn on_event(&self, _: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
-        self.0.fetch_add(1, Ordering::SeqCst);
-    }
-}
 
 /// The statements `apply` runs.
 async fn statements(count: &AtomicUsize, apply: impl Future<Output = ()>) -> usize {
@@ -46,12 +33,7 @@ fn replies(orders: &[Uuid], reply: fn(Uuid, i64) -> Envelope) -> Vec<Envelope> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_costs_the_same_statements_for_1_and_for_20_replies() {
-    let count = Arc::new(AtomicUsize::new(0));
-    let only_statements = tracing_subscriber::filter::Targets::new()
-        .with_target("sqlx::query", tracing::Level::TRACE);
-    tracing_subscriber::registry()
-        .with(Counter(Arc::clone(&count)).with_filter(only_statements))
-        .init();
+    let count = count_statements();
     for backend in [TestBackend::Sqlite, TestBackend::Postgres] {
         let Some(db) = Db::open(backend, "batch_statements").await else {
             continue;

@@ -9,7 +9,7 @@ mod support;
 use orders_api::{OrderStatus, Reason};
 use serde_json::json;
 use shared_kernel::messaging::Envelope;
-use shared_kernel::storage::testing::{OnBackend, TestBackend};
+use shared_kernel::storage::testing::{OnBackend, Rng, TestBackend};
 use support::{Db, Source, State, authorized, declined, product, stock_failed, stock_reserved};
 use uuid::Uuid;
 
@@ -28,24 +28,9 @@ impl OnBackend for Pair {
     }
 }
 
-/// A small deterministic generator (xorshift64*): the scenarios are the same on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
-    }
-
-    fn index(&mut self, len: usize) -> usize {
-        usize::try_from(self.below(len as u64)).unwrap()
-    }
-
-    fn uuid(&mut self) -> Uuid {
-        Uuid::from_u64_pair(self.below(u64::MAX), self.below(u64::MAX))
-    }
+/// An index below `len`.
+fn index(rng: &mut Rng, len: usize) -> usize {
+    usize::try_from(rng.below(len as u64)).unwrap()
 }
 
 /// An order as written before the replies: its status and reason.
@@ -82,7 +67,7 @@ fn scenario(rng: &mut Rng, seqs: &mut [i64; 2], products: &[Uuid]) -> Scenario {
         let size = 1 + rng.below(16);
         let events = (0..size)
             .map(|_| {
-                let order = ids[rng.index(ids.len())];
+                let order = ids[index(rng, ids.len())];
                 let pick = rng.below(100);
                 match source {
                     Source::Inventory => {
@@ -91,7 +76,7 @@ fn scenario(rng: &mut Rng, seqs: &mut [i64; 2], products: &[Uuid]) -> Scenario {
                             0..55 => stock_reserved(order, seqs[0]),
                             55..85 => stock_failed(order, seqs[0]),
                             _ => {
-                                let id = products[rng.index(products.len())];
+                                let id = products[index(rng, products.len())];
                                 let price = i64::try_from(rng.below(1_000)).unwrap();
                                 product(id, &format!("name {}", seqs[0]), price, seqs[0])
                             }
