@@ -394,11 +394,10 @@ impl ReadModel {
                     break;
                 };
                 let mut tx = self.db.begin().await?;
-                for event in &events {
-                    project(&mut tx, Some(generation), event)
-                        .await
-                        .map_err(ReadModelError::Projection)?;
-                }
+                let batch: Vec<&Envelope> = events.iter().collect();
+                batch::apply(&mut tx, Some(generation), &batch)
+                    .await
+                    .map_err(|e| ReadModelError::Projection(e.error))?;
                 tx.commit().await.map_err(|e| self.db.classify(e))?;
                 replayed += events.len() as u64;
                 position = last;
@@ -423,12 +422,11 @@ impl ReadModel {
                 let Some(last) = events.last().map(|e| e.seq) else {
                     break;
                 };
-                for event in events.iter().filter(|e| e.seq <= live) {
-                    project(&mut tx, Some(generation), event)
-                        .await
-                        .map_err(ReadModelError::Projection)?;
-                    replayed += 1;
-                }
+                let batch: Vec<&Envelope> = events.iter().filter(|e| e.seq <= live).collect();
+                batch::apply(&mut tx, Some(generation), &batch)
+                    .await
+                    .map_err(|e| ReadModelError::Projection(e.error))?;
+                replayed += batch.len() as u64;
                 *position = last.min(live);
             }
         }
