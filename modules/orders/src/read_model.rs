@@ -3,7 +3,8 @@
 //! second database, the read store `orders_read`.
 //!
 //! A projector follows three sources (orders, customers, payments) through bus subscriptions
-//! whose consumer is the read store; each event is one or two upserts. Every column group
+//! whose consumer is the read store; one event alone is one or two upserts, a batch of events
+//! is applied set-based with a constant number of statements ([`batch`]). Every column group
 //! remembers the seq of the event that wrote it, so an older event never overwrites newer data
 //! and applying an event twice changes nothing.
 //!
@@ -25,7 +26,10 @@ use payments_api::events::{
 };
 use serde::Serialize;
 use shared_kernel::http::{Page, PageRequest};
-use shared_kernel::messaging::{Bus, Envelope, EventLog, Handler, Subscription, lock_checkpoint};
+use shared_kernel::messaging::{
+    Batch, BatchError, Bus, Envelope, EventLog, Handler, IntegrationEvent, MalformedEvent,
+    Subscription, lock_checkpoint,
+};
 use shared_kernel::storage::{Migrations, ModuleDb, StorageError, Tx, equal_filters};
 use shared_kernel::{with_reader, with_tx};
 use time::OffsetDateTime;
@@ -55,12 +59,71 @@ const SOURCES: [&str; 3] = [
 /// Events per transaction while a rebuild replays a log.
 const REPLAY_BATCH: i64 = 256;
 
-/// The generation a statement writes: `$1` when a rebuild names one, else the active one.
+/// The generation a statement writes: the parameter (`$1` unless named) when a rebuild names
+/// one, else the active one.
 macro_rules! target_generation {
     () => {
-        "COALESCE($1, (SELECT active_generation FROM read_models WHERE name = 'order_summaries'))"
+        target_generation!("$1")
+    };
+    ($parameter:literal) => {
+        concat!(
+            "COALESCE(",
+            $parameter,
+            ", (SELECT active_generation FROM read_models WHERE name = 'order_summaries'))"
+        )
     };
 }
+
+/// The upsert of the projector's copy of a customer: newer data only.
+macro_rules! on_customer_conflict {
+    () => {
+        " ON CONFLICT (generation, customer_id) DO UPDATE \
+           SET name = excluded.name, email = excluded.email, \
+               source_seq = excluded.source_seq, changed_at = excluded.changed_at \
+           WHERE summary_customers.source_seq < excluded.source_seq"
+    };
+}
+
+/// The placeholder of a customer the projector does not know yet (seq 0, no name); on an
+/// existing row a no-op that locks it.
+macro_rules! on_placeholder_conflict {
+    () => {
+        " ON CONFLICT (generation, customer_id) DO UPDATE \
+           SET source_seq = summary_customers.source_seq"
+    };
+}
+
+/// The upsert of a placed order's columns: over a row without them (a payment came first) or
+/// with older ones.
+macro_rules! on_placed_conflict {
+    () => {
+        " ON CONFLICT (generation, order_id) DO UPDATE \
+           SET customer_id = excluded.customer_id, status = excluded.status, \
+               item_count = excluded.item_count, total_cents = excluded.total_cents, \
+               created_at = excluded.created_at, order_changed_at = excluded.order_changed_at, \
+               order_seq = excluded.order_seq, customer_name = excluded.customer_name, \
+               customer_email = excluded.customer_email, \
+               customer_seq = excluded.customer_seq, \
+               customer_changed_at = excluded.customer_changed_at \
+           WHERE order_summaries.order_seq IS NULL \
+              OR order_summaries.order_seq < excluded.order_seq"
+    };
+}
+
+/// The upsert of a payment's columns: newer data only; the row may not exist yet.
+macro_rules! on_payment_conflict {
+    () => {
+        " ON CONFLICT (generation, order_id) DO UPDATE \
+           SET payment_status = excluded.payment_status, \
+               payment_seq = excluded.payment_seq, \
+               payment_changed_at = excluded.payment_changed_at \
+           WHERE order_summaries.payment_seq IS NULL \
+              OR order_summaries.payment_seq < excluded.payment_seq"
+    };
+}
+
+// After the macros, which it uses.
+mod batch;
 
 /// One line of `GET /order-summaries`: eventually consistent with orders, customers and
 /// payments.
@@ -331,11 +394,10 @@ impl ReadModel {
                     break;
                 };
                 let mut tx = self.db.begin().await?;
-                for event in &events {
-                    project(&mut tx, Some(generation), event)
-                        .await
-                        .map_err(ReadModelError::Projection)?;
-                }
+                let batch: Vec<&Envelope> = events.iter().collect();
+                batch::apply(&mut tx, Some(generation), &batch)
+                    .await
+                    .map_err(|e| ReadModelError::Projection(e.error))?;
                 tx.commit().await.map_err(|e| self.db.classify(e))?;
                 replayed += events.len() as u64;
                 position = last;
@@ -360,12 +422,11 @@ impl ReadModel {
                 let Some(last) = events.last().map(|e| e.seq) else {
                     break;
                 };
-                for event in events.iter().filter(|e| e.seq <= live) {
-                    project(&mut tx, Some(generation), event)
-                        .await
-                        .map_err(ReadModelError::Projection)?;
-                    replayed += 1;
-                }
+                let batch: Vec<&Envelope> = events.iter().filter(|e| e.seq <= live).collect();
+                batch::apply(&mut tx, Some(generation), &batch)
+                    .await
+                    .map_err(|e| ReadModelError::Projection(e.error))?;
+                replayed += batch.len() as u64;
                 *position = last.min(live);
             }
         }
@@ -502,6 +563,12 @@ impl Handler for Projector {
         project(tx, None, event).await
     }
 
+    /// Set-based: one statement per column group for the whole batch ([`batch`]), with the
+    /// effects of [`project`] applied event by event.
+    async fn handle_batch(&self, tx: &mut Tx, batch: &Batch<'_>) -> Result<(), BatchError> {
+        batch::apply(tx, None, batch.events()).await
+    }
+
     fn event_types(&self) -> Option<&'static [&'static str]> {
         match self.source {
             customers_api::MODULE => Some(customers_api::events::TYPES),
@@ -520,32 +587,104 @@ impl Handler for Projector {
     }
 }
 
+/// What one event changes in the read model.
+#[derive(Debug)]
+enum Change {
+    /// A customer registered or changed.
+    Customer {
+        customer_id: Uuid,
+        name: String,
+        email: String,
+    },
+    /// An order was placed.
+    Placed(Placed),
+    /// An order moved on (confirmed, rejected, cancelled).
+    Status { order_id: Uuid, status: OrderStatus },
+    /// An order's payment moved on.
+    Payment {
+        order_id: Uuid,
+        status: &'static str,
+    },
+}
+
+impl Change {
+    /// The change `event` makes, or `None` for an event the projector does not follow.
+    fn decode(event: &Envelope) -> Option<Result<Self, MalformedEvent>> {
+        fn as_change<E: IntegrationEvent>(
+            event: &Envelope,
+            change: impl FnOnce(E) -> Change,
+        ) -> Option<Result<Change, MalformedEvent>> {
+            event.decode::<E>().map(|e| e.map(change))
+        }
+        let status = |order_id: Uuid, status| Change::Status { order_id, status };
+        let payment = |order_id: Uuid, status| Change::Payment { order_id, status };
+        as_change(event, |e: CustomerRegistered| Change::Customer {
+            customer_id: e.customer_id.0,
+            name: e.name,
+            email: e.email,
+        })
+        .or_else(|| {
+            as_change(event, |e: CustomerUpdated| Change::Customer {
+                customer_id: e.customer_id.0,
+                name: e.name,
+                email: e.email,
+            })
+        })
+        .or_else(|| {
+            as_change(event, |e: OrderPlaced| {
+                Change::Placed(Placed {
+                    order_id: e.order_id.0,
+                    customer_id: e.customer_id,
+                    item_count: e.lines.iter().map(|l| l.quantity).sum(),
+                    total_cents: e.total_cents,
+                })
+            })
+        })
+        .or_else(|| {
+            as_change(event, |e: OrderConfirmed| {
+                status(e.order_id.0, OrderStatus::Confirmed)
+            })
+        })
+        .or_else(|| {
+            as_change(event, |e: OrderRejected| {
+                status(e.order_id.0, OrderStatus::Rejected)
+            })
+        })
+        .or_else(|| {
+            as_change(event, |e: OrderCancelled| {
+                status(e.order_id.0, OrderStatus::Cancelled)
+            })
+        })
+        .or_else(|| {
+            as_change(event, |e: PaymentAuthorized| {
+                payment(e.order_id, "AUTHORIZED")
+            })
+        })
+        .or_else(|| as_change(event, |e: PaymentDeclined| payment(e.order_id, "DECLINED")))
+        .or_else(|| as_change(event, |e: PaymentCaptured| payment(e.order_id, "CAPTURED")))
+        .or_else(|| as_change(event, |e: PaymentVoided| payment(e.order_id, "VOIDED")))
+        .or_else(|| as_change(event, |e: PaymentRefunded| payment(e.order_id, "REFUNDED")))
+    }
+}
+
 /// Applies one event to `generation` (the active one when `None`); other events are ignored.
 async fn project(tx: &mut Tx, generation: Option<i64>, event: &Envelope) -> anyhow::Result<()> {
-    if let Some(e) = event.decode::<CustomerRegistered>() {
-        let e = e?;
-        customer(tx, generation, event, e.customer_id.0, &e.name, &e.email).await?;
-    } else if let Some(e) = event.decode::<CustomerUpdated>() {
-        let e = e?;
-        customer(tx, generation, event, e.customer_id.0, &e.name, &e.email).await?;
-    } else if let Some(e) = event.decode::<OrderPlaced>() {
-        placed(tx, generation, event, &e?).await?;
-    } else if let Some(e) = event.decode::<OrderConfirmed>() {
-        order_status(tx, generation, event, e?.order_id.0, OrderStatus::Confirmed).await?;
-    } else if let Some(e) = event.decode::<OrderRejected>() {
-        order_status(tx, generation, event, e?.order_id.0, OrderStatus::Rejected).await?;
-    } else if let Some(e) = event.decode::<OrderCancelled>() {
-        order_status(tx, generation, event, e?.order_id.0, OrderStatus::Cancelled).await?;
-    } else if let Some(e) = event.decode::<PaymentAuthorized>() {
-        payment(tx, generation, event, e?.order_id, "AUTHORIZED").await?;
-    } else if let Some(e) = event.decode::<PaymentDeclined>() {
-        payment(tx, generation, event, e?.order_id, "DECLINED").await?;
-    } else if let Some(e) = event.decode::<PaymentCaptured>() {
-        payment(tx, generation, event, e?.order_id, "CAPTURED").await?;
-    } else if let Some(e) = event.decode::<PaymentVoided>() {
-        payment(tx, generation, event, e?.order_id, "VOIDED").await?;
-    } else if let Some(e) = event.decode::<PaymentRefunded>() {
-        payment(tx, generation, event, e?.order_id, "REFUNDED").await?;
+    let Some(change) = Change::decode(event) else {
+        return Ok(());
+    };
+    match change? {
+        Change::Customer {
+            customer_id,
+            name,
+            email,
+        } => customer(tx, generation, event, customer_id, &name, &email).await?,
+        Change::Placed(p) => placed(tx, generation, event, p).await?,
+        Change::Status { order_id, status } => {
+            order_status(tx, generation, event, order_id, status).await?;
+        }
+        Change::Payment { order_id, status } => {
+            payment(tx, generation, event, order_id, status).await?;
+        }
     }
     Ok(())
 }
@@ -565,11 +704,8 @@ async fn customer(
                (generation, customer_id, name, email, source_seq, changed_at) \
              VALUES (",
             target_generation!(),
-            ", $2, $3, $4, $5, $6) \
-             ON CONFLICT (generation, customer_id) DO UPDATE \
-               SET name = excluded.name, email = excluded.email, \
-                   source_seq = excluded.source_seq, changed_at = excluded.changed_at \
-               WHERE summary_customers.source_seq < excluded.source_seq"
+            ", $2, $3, $4, $5, $6)",
+            on_customer_conflict!()
         ))
         .bind(generation)
         .bind(customer_id)
@@ -599,14 +735,22 @@ async fn customer(
     })
 }
 
+/// What a placement puts in its order's summary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Placed {
+    order_id: Uuid,
+    customer_id: Uuid,
+    item_count: i64,
+    total_cents: i64,
+}
+
 /// An order was placed: its summary, with the customer's name if the projector knows it.
 async fn placed(
     tx: &mut Tx,
     generation: Option<i64>,
     event: &Envelope,
-    placed: &OrderPlaced,
+    placed: Placed,
 ) -> Result<(), sqlx::Error> {
-    let item_count: i64 = placed.lines.iter().map(|l| l.quantity).sum();
     with_tx!(tx, |conn| {
         // Lock the customer's row (a placeholder if the customer is not known yet) first, as
         // the customer's events do: a concurrent rename then either sees this order's row or
@@ -614,8 +758,8 @@ async fn placed(
         sqlx::query(concat!(
             "INSERT INTO summary_customers (generation, customer_id, source_seq) VALUES (",
             target_generation!(),
-            ", $2, 0) ON CONFLICT (generation, customer_id) DO UPDATE \
-               SET source_seq = summary_customers.source_seq"
+            ", $2, 0)",
+            on_placeholder_conflict!()
         ))
         .bind(generation)
         .bind(placed.customer_id)
@@ -633,22 +777,13 @@ async fn placed(
             " AS generation) g \
              LEFT JOIN summary_customers c \
                ON c.generation = g.generation AND c.customer_id = $3 \
-             WHERE true \
-             ON CONFLICT (generation, order_id) DO UPDATE \
-               SET customer_id = excluded.customer_id, status = excluded.status, \
-                   item_count = excluded.item_count, total_cents = excluded.total_cents, \
-                   created_at = excluded.created_at, order_changed_at = excluded.order_changed_at, \
-                   order_seq = excluded.order_seq, customer_name = excluded.customer_name, \
-                   customer_email = excluded.customer_email, \
-                   customer_seq = excluded.customer_seq, \
-                   customer_changed_at = excluded.customer_changed_at \
-               WHERE order_summaries.order_seq IS NULL \
-                  OR order_summaries.order_seq < excluded.order_seq"
+             WHERE true",
+            on_placed_conflict!()
         ))
         .bind(generation)
-        .bind(placed.order_id.0)
+        .bind(placed.order_id)
         .bind(placed.customer_id)
-        .bind(item_count)
+        .bind(placed.item_count)
         .bind(placed.total_cents)
         .bind(event.occurred_at)
         .bind(event.seq)
@@ -698,13 +833,8 @@ async fn payment(
                (generation, order_id, payment_status, payment_seq, payment_changed_at) \
              VALUES (",
             target_generation!(),
-            ", $2, $3, $4, $5) \
-             ON CONFLICT (generation, order_id) DO UPDATE \
-               SET payment_status = excluded.payment_status, \
-                   payment_seq = excluded.payment_seq, \
-                   payment_changed_at = excluded.payment_changed_at \
-               WHERE order_summaries.payment_seq IS NULL \
-                  OR order_summaries.payment_seq < excluded.payment_seq"
+            ", $2, $3, $4, $5)",
+            on_payment_conflict!()
         ))
         .bind(generation)
         .bind(order_id)

@@ -28,11 +28,6 @@ impl OnBackend for Pair {
     }
 }
 
-/// An index below `len`.
-fn index(rng: &mut Rng, len: usize) -> usize {
-    usize::try_from(rng.below(len as u64)).unwrap()
-}
-
 /// An order as written before the replies: its status and reason.
 type Order = (Uuid, OrderStatus, Option<Reason>);
 
@@ -67,7 +62,7 @@ fn scenario(rng: &mut Rng, seqs: &mut [i64; 2], products: &[Uuid]) -> Scenario {
         let size = 1 + rng.below(16);
         let events = (0..size)
             .map(|_| {
-                let order = ids[index(rng, ids.len())];
+                let order = ids[rng.index(ids.len())];
                 let pick = rng.below(100);
                 match source {
                     Source::Inventory => {
@@ -76,7 +71,7 @@ fn scenario(rng: &mut Rng, seqs: &mut [i64; 2], products: &[Uuid]) -> Scenario {
                             0..55 => stock_reserved(order, seqs[0]),
                             55..85 => stock_failed(order, seqs[0]),
                             _ => {
-                                let id = products[index(rng, products.len())];
+                                let id = products[rng.index(products.len())];
                                 let price = i64::try_from(rng.below(1_000)).unwrap();
                                 product(id, &format!("name {}", seqs[0]), price, seqs[0])
                             }

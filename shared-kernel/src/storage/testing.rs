@@ -407,6 +407,12 @@ impl Rng {
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
     }
 
+    /// An index into a slice of `len` (which must not be 0) items.
+    pub fn index(&mut self, len: usize) -> usize {
+        let len = u64::try_from(len).unwrap_or(u64::MAX);
+        usize::try_from(self.below(len)).unwrap_or(usize::MAX)
+    }
+
     pub fn uuid(&mut self) -> uuid::Uuid {
         uuid::Uuid::from_u64_pair(self.below(u64::MAX), self.below(u64::MAX))
     }
