@@ -225,6 +225,25 @@ pub(crate) enum Step {
     Applied { seq: i64, full: bool },
     /// Nothing new after the checkpoint.
     Idle,
+    /// The checkpoint was not where the worker's [`Cursor`] said (another process applied a
+    /// batch, or a rewind moved it): nothing was applied; the next attempt reads it.
+    Stale,
+}
+
+/// What a worker knows of its subscription's checkpoint since its own last transaction: the
+/// seq it left there, with no open dead letters. With it, an attempt reads the source first
+/// (nothing new costs no transaction) and then moves the checkpoint from that seq in the
+/// transaction's first statement, which also locks the row as reading it would have
+/// (`UPDATE … WHERE seq = <known>`); if the row says otherwise the attempt stops there
+/// ([`Step::Stale`]) and the next one reads the row as before. Whatever moves the checkpoint
+/// behind the worker's back — a rewind, a batch or a parked event of another process — is thus
+/// seen, at the latest, when the worker next applies something. Parked or blocked events are
+/// never assumed away: a cursor exists only while there are none (parking moves the
+/// checkpoint, so another process's parking fails the compare too). The worker forgets its
+/// cursor after a failure, a nudge and an idle safety poll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Cursor {
+    seq: i64,
 }
 
 /// Creates the checkpoint row of `subscription` if it does not exist.
@@ -612,7 +631,16 @@ pub(crate) async fn step(
     config: &DeliveryConfig,
     failure: Option<&Failure>,
 ) -> Result<Step, StepError> {
-    attempt(subscription, consumer, source, config, failure, false).await
+    attempt(
+        subscription,
+        consumer,
+        source,
+        config,
+        failure,
+        false,
+        &mut None,
+    )
+    .await
 }
 
 /// Applies the next batch after the consumer's checkpoint, in one consumer transaction.
@@ -629,7 +657,28 @@ async fn attempt(
     config: &DeliveryConfig,
     failure: Option<&Failure>,
     isolate: bool,
+    cursor: &mut Option<Cursor>,
 ) -> Result<Step, StepError> {
+    // Any way out but a clean commit leaves the worker without a cursor.
+    let known = cursor.take();
+    if let Some(known) = known.filter(|_| failure.is_none() && !isolate) {
+        let events = source.read_after(known.seq, config.batch_size).await?;
+        let Some(last) = events.last().map(|e| e.seq) else {
+            *cursor = Some(known);
+            return Ok(Step::Idle);
+        };
+        let mut tx = consumer.begin().await?;
+        if !move_checkpoint(&mut tx, &subscription.name, known.seq, last).await? {
+            return Ok(Step::Stale);
+        }
+        apply_events(&mut tx, subscription, &events, false, false).await?;
+        tx.commit().await?;
+        *cursor = Some(Cursor { seq: last });
+        let full = i64::try_from(events.len()).unwrap_or(i64::MAX) >= config.batch_size;
+        metrics::counter!("bounded_events_handled_total", "subscription" => subscription.name.clone())
+            .increment(events.len() as u64);
+        return Ok(Step::Applied { seq: last, full });
+    }
     let mut tx = consumer.begin().await?;
     let (from, dead_letters_open) =
         checkpoint_and_dead_letters(&mut tx, &subscription.name).await?;
@@ -662,42 +711,74 @@ async fn attempt(
         }
     }
     let Some(last) = events.last().map(|e| e.seq) else {
+        if !dead_letters_open {
+            *cursor = Some(Cursor { seq: from });
+        }
         return Ok(Step::Idle);
     };
+    apply_events(&mut tx, subscription, &events, dead_letters_open, isolate).await?;
+    // More may be waiting when the read filled the batch, or when this batch stopped short
+    // of a failing event.
+    let full = i64::try_from(read).unwrap_or(i64::MAX) >= config.batch_size || events.len() < read;
+    let step = commit_checkpoint(tx, &subscription.name, last, full).await?;
+    if !dead_letters_open {
+        *cursor = Some(Cursor { seq: last });
+    }
+    metrics::counter!("bounded_events_handled_total", "subscription" => subscription.name.clone())
+        .increment(events.len() as u64);
+    Ok(step)
+}
+
+/// Applies `events` inside `tx`: when `dead_letters_open`, one at a time, holding back (as
+/// blocked) those whose aggregate has a parked or blocked event; otherwise as a batch
+/// ([`apply_batch`], one event at a time when `isolate`).
+async fn apply_events(
+    tx: &mut Tx,
+    subscription: &Subscription,
+    events: &[Envelope],
+    dead_letters_open: bool,
+    isolate: bool,
+) -> Result<(), StepError> {
     if dead_letters_open {
         // Rare: look up every event's aggregate, and hold back those behind a parked event.
-        for event in &events {
+        for event in events {
             let key = dead_letters::aggregate_key(event);
-            if dead_letters::is_blocked(&mut tx, &subscription.name, &key).await? {
+            if dead_letters::is_blocked(tx, &subscription.name, &key).await? {
                 let reason = "waiting behind a parked event of the same aggregate";
-                dead_letters::insert(
-                    &mut tx,
-                    &subscription.name,
-                    event,
-                    "blocked",
-                    Some(reason),
-                    0,
-                )
-                .await?;
+                dead_letters::insert(tx, &subscription.name, event, "blocked", Some(reason), 0)
+                    .await?;
                 continue;
             }
-            if let Err(error) = apply(&mut tx, subscription, event).await {
+            if let Err(error) = apply(tx, subscription, event).await {
                 return Err(StepError::Event {
                     event: Box::new(event.clone()),
                     error,
                 });
             }
         }
+        Ok(())
     } else {
-        apply_batch(&mut tx, subscription, &events, isolate).await?;
+        apply_batch(tx, subscription, events, isolate).await
     }
-    // More may be waiting when the read filled the batch, or when this batch stopped short
-    // of a failing event.
-    let full = i64::try_from(read).unwrap_or(i64::MAX) >= config.batch_size || events.len() < read;
-    let step = commit_checkpoint(tx, &subscription.name, last, full).await?;
-    metrics::counter!("bounded_events_handled_total", "subscription" => subscription.name.clone())
-        .increment(events.len() as u64);
-    Ok(step)
+}
+
+/// Moves the checkpoint from `from` to `to` if it is at `from`, locking its row (Postgres);
+/// `false` when it is elsewhere.
+async fn move_checkpoint(tx: &mut Tx, name: &str, from: i64, to: i64) -> Result<bool, sqlx::Error> {
+    let moved = with_tx!(tx, |conn| {
+        sqlx::query(
+            "UPDATE subscription_checkpoints SET seq = $3, updated_at = $4 \
+             WHERE name = $1 AND seq = $2",
+        )
+        .bind(name)
+        .bind(from)
+        .bind(to)
+        .bind(clock::now())
+        .execute(conn)
+        .await
+        .map(|done| done.rows_affected())
+    })?;
+    Ok(moved == 1)
 }
 
 async fn commit_checkpoint(
@@ -781,6 +862,8 @@ async fn record_all_in_inbox(
 #[cfg(test)]
 mod batch_tests;
 #[cfg(test)]
+mod cursor_tests;
+#[cfg(test)]
 mod lock_order_tests;
 
 /// Runs one subscription until `stop` turns true: batches while there is work, then waits for
@@ -802,6 +885,7 @@ pub(crate) async fn run(
     // After a set-based batch failed without naming its event: its last seq, up to which
     // events are applied one at a time.
     let mut isolate_through: Option<i64> = None;
+    let mut cursor: Option<Cursor> = None;
     while !stopped(&stop) {
         if !ready {
             match ensure_checkpoint(&consumer, &subscription).await {
@@ -824,6 +908,7 @@ pub(crate) async fn run(
             &config,
             failure.as_ref(),
             isolate_through.is_some(),
+            &mut cursor,
         )
         .await
         {
@@ -840,13 +925,21 @@ pub(crate) async fn run(
                     // A short batch took everything there was: wait for the next commit
                     // instead of opening a transaction to find nothing. Wake-ups were marked
                     // seen before the batch, so a commit made meanwhile ends the wait at once.
-                    idle(&mut commits, &mut nudge, &mut stop, config.poll_interval).await;
+                    if idle(&mut commits, &mut nudge, &mut stop, config.poll_interval).await {
+                        cursor = None;
+                    }
                 }
             }
             Ok(Step::Idle) => {
                 isolate_through = None;
                 backoff = config.min_backoff;
-                idle(&mut commits, &mut nudge, &mut stop, config.poll_interval).await;
+                if idle(&mut commits, &mut nudge, &mut stop, config.poll_interval).await {
+                    cursor = None;
+                }
+            }
+            Ok(Step::Stale) => {
+                metrics::counter!("bounded_checkpoint_stale_total", "subscription" => name.clone())
+                    .increment(1);
             }
             Err(StepError::Event { event, error }) => {
                 let last_error = format!("{error:#}");
@@ -884,18 +977,20 @@ pub(crate) async fn run(
     }
 }
 
-/// Waits for the source's next commit, a nudge, stop, or the safety poll.
+/// Waits for the source's next commit, a nudge, stop, or the safety poll; `true` unless a
+/// commit ended the wait: after a nudge (a rewind) or a quiet poll interval the worker reads
+/// its checkpoint again rather than trust its [`Cursor`].
 async fn idle(
     commits: &mut watch::Receiver<u64>,
     nudge: &mut watch::Receiver<()>,
     stop: &mut watch::Receiver<bool>,
     poll: Duration,
-) {
+) -> bool {
     tokio::select! {
-        _ = commits.changed() => {}
-        _ = nudge.changed() => {}
-        _ = tokio::time::sleep(poll) => {}
-        _ = stop.changed() => {}
+        _ = commits.changed() => false,
+        _ = nudge.changed() => true,
+        () = tokio::time::sleep(poll) => true,
+        _ = stop.changed() => true,
     }
 }
 

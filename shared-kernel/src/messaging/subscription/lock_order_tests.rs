@@ -130,6 +130,8 @@ async fn deliver(
                 }
             }
             Ok(Step::Idle) => return errors,
+            // `step` keeps no cursor: the checkpoint is always read.
+            Ok(Step::Stale) => {}
             Err(StepError::Event { event, error }) => {
                 let last_error = format!("{error:#}");
                 errors.push(last_error.clone());
