@@ -2,12 +2,14 @@
 # What an order pays (issue 13): Bounded against the single-transaction baseline, alternating,
 # on one backend, every run on a fresh store, both servers counting their statements:
 #   benches/issue13.sh --backend sqlite|postgres [--rounds 3] [--duration 15s] [--clients 16]
-#                      [--overhead]
+#                      [--overhead] [--before OLD_BINARY]
 # Each round runs `bounded serve --count-statements`, then `bounded baseline
 # --count-statements`, each measured by `bounded bench` (closed loop), which reports
 # confirmed orders/s, latency, and per confirmed order the statements, commits and server CPU
 # it scraped from the server's /metrics. With --overhead the pair is instead `serve` with and
-# without --count-statements: the cost of counting.
+# without --count-statements: the cost of counting. With --before, each round first runs
+# OLD_BINARY's `serve --count-statements` ("before"), so that an optimisation is measured
+# before and after in the same run, beside the baseline.
 # Prints one row per run (markdown) with the peak RSS (VmHWM) of the server and the CPU
 # pressure (PSI "some avg10") and load average before and after, then the median of each side.
 # Run from the workspace root after `cargo build --release -p app`.
@@ -15,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source benches/lib.sh
 
-BACKEND=sqlite ROUNDS=3 DURATION=15s CLIENTS=16 OVERHEAD=
+BACKEND=sqlite ROUNDS=3 DURATION=15s CLIENTS=16 OVERHEAD= BEFORE=
 while [ $# -gt 0 ]; do
   case "$1" in
     --backend) BACKEND=$2; shift 2 ;;
@@ -23,16 +25,20 @@ while [ $# -gt 0 ]; do
     --duration) DURATION=$2; shift 2 ;;
     --clients) CLIENTS=$2; shift 2 ;;
     --overhead) OVERHEAD=1; shift ;;
+    --before) BEFORE=$2; shift 2 ;;
     *) die "unknown argument $1" ;;
   esac
 done
 [ -x "$BOUNDED" ] || die "$BOUNDED is missing: cargo build --release -p app"
+[ -z "$BEFORE" ] || [ -x "$BEFORE" ] || die "$BEFORE is not an executable"
+AFTER=$BOUNDED
 trap cleanup EXIT
 
 if [ -n "$OVERHEAD" ]; then
   SIDES=("counting|serve --count-statements" "not counting|serve")
 else
   SIDES=("Bounded|serve --count-statements" "baseline|baseline --count-statements")
+  [ -z "$BEFORE" ] || SIDES=("before|serve --count-statements" "${SIDES[@]}")
 fi
 ROWS=$(mktemp "${TMPDIR:-/tmp}/issue13.XXXXXX")
 load() { cut -d' ' -f1 /proc/loadavg; }
@@ -42,7 +48,7 @@ run_one() { # round, label, server command and flags
   fresh_store
   start_server "$@"
   local before="$(psi) / $(load)" json="$WORK/bench.json"
-  "$BOUNDED" bench --url "$URL" --duration "$DURATION" --clients "$CLIENTS" --json "$json" \
+  "$AFTER" bench --url "$URL" --duration "$DURATION" --clients "$CLIENTS" --json "$json" \
     >"$WORK/bench.out" 2>"$WORK/bench.log" \
     || { tail -n 5 "$WORK/bench.log" "$WORK/server.log" >&2; die "bench failed"; }
   local after="$(psi) / $(load)" hwm
@@ -64,6 +70,8 @@ echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 for round in $(seq 1 "$ROUNDS"); do
   for side in "${SIDES[@]}"; do
     IFS='|' read -r label command <<<"$side"
+    BOUNDED=$AFTER
+    [ "$label" = before ] && BOUNDED=$BEFORE
     # shellcheck disable=SC2086 # the command is a subcommand and its flags
     run_one "$round" "$label" $command
   done

@@ -124,6 +124,11 @@ impl Handler for InventoryEvents {
         saga::apply_replies(tx, replies).await
     }
 
+    /// Cheaper than `handle` even for one event.
+    fn set_based(&self) -> bool {
+        true
+    }
+
     fn event_types(&self) -> Option<&'static [&'static str]> {
         Some(&[
             StockReserved::TYPE,
@@ -189,6 +194,11 @@ impl Handler for PaymentEvents {
             }
         }
         saga::apply_replies(tx, replies).await
+    }
+
+    /// Cheaper than `handle` even for one event.
+    fn set_based(&self) -> bool {
+        true
     }
 
     fn event_types(&self) -> Option<&'static [&'static str]> {

@@ -569,6 +569,11 @@ impl Handler for Projector {
         batch::apply(tx, None, batch.events()).await
     }
 
+    /// Cheaper than `handle` even for one event.
+    fn set_based(&self) -> bool {
+        true
+    }
+
     fn event_types(&self) -> Option<&'static [&'static str]> {
         match self.source {
             customers_api::MODULE => Some(customers_api::events::TYPES),

@@ -58,6 +58,14 @@ pub trait Handler: Send + Sync + 'static {
         None
     }
 
+    /// Whether [`Self::handle_batch`] is set-based: cheaper than [`Self::handle`] even for one
+    /// event. The kernel then applies a lone fresh event through it as well, inside that
+    /// event's `event` span and context (as [`Self::handle`] would run); otherwise a lone
+    /// event goes to [`Self::handle`].
+    fn set_based(&self) -> bool {
+        false
+    }
+
     /// Whether this handler's batches take the consumer's outbox lock ([`outbox::lock`]) before
     /// the handler's first effect. A handler that publishes ([`outbox::append`]) must declare
     /// it: the kernel then locks the outbox first, in the one order every publishing
@@ -431,7 +439,8 @@ async fn apply_batch(
             prepare(tx, &subscription.name, handler).await?;
             prepared = true;
         }
-        if one_by_one || fresh.len() == 1 {
+        let lone = fresh.len() == 1;
+        if one_by_one || (lone && !handler.set_based()) {
             let parent = tracing::Span::current();
             for event in fresh {
                 if let Err(error) = run_one(tx, &subscription.name, handler, event, &parent).await {
@@ -441,19 +450,32 @@ async fn apply_batch(
             continue;
         }
         let (first, through) = (fresh[0].seq, fresh[fresh.len() - 1].seq);
-        let span = tracing::info_span!(
-            "batch",
-            subscription = %subscription.name,
-            first.seq = first,
-            last.seq = through,
-            count = fresh.len(),
-        );
+        let parent = tracing::Span::current();
+        let (span, context) = if lone {
+            let span = event_span(&subscription.name, fresh[0], &parent);
+            (span, EventContext::caused_by(fresh[0]))
+        } else {
+            let span = tracing::info_span!(
+                "batch",
+                subscription = %subscription.name,
+                first.seq = first,
+                last.seq = through,
+                count = fresh.len(),
+            );
+            (span, EventContext::default())
+        };
         let batch = Batch {
             subscription: &subscription.name,
             events: &fresh,
-            parent: tracing::Span::current(),
+            parent,
         };
-        let handled = handler.handle_batch(tx, &batch).instrument(span).await;
+        let handled = context
+            .scope(handler.handle_batch(tx, &batch))
+            .instrument(span.clone())
+            .await;
+        if lone && handled.is_ok() {
+            span.in_scope(|| tracing::debug!("Event applied."));
+        }
         match handled {
             Ok(()) => {}
             Err(BatchError {
@@ -865,6 +887,8 @@ mod batch_tests;
 mod cursor_tests;
 #[cfg(test)]
 mod lock_order_tests;
+#[cfg(test)]
+mod noted;
 
 /// Runs one subscription until `stop` turns true: batches while there is work, then waits for
 /// the source's next commit (or the safety poll), retrying failures with capped backoff.

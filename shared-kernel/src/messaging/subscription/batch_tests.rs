@@ -4,22 +4,12 @@
 
 use std::sync::Mutex;
 
-use serde::{Deserialize, Serialize};
 use tracing_subscriber::fmt::MakeWriter;
 
+use super::noted::{Noted, TYPES};
 use super::*;
 use crate::messaging::outbox;
 use crate::storage::testing::ScratchDb;
-
-#[derive(Debug, Serialize, Deserialize)]
-struct Noted {
-    id: String,
-}
-
-crate::integration_events! {
-    module "scratch";
-    "note" by id: Noted;
-}
 
 /// Applies a batch with one log line of its own.
 struct SetBased;
@@ -31,12 +21,17 @@ impl Handler for SetBased {
     }
 
     async fn handle_batch(&self, _: &mut Tx, batch: &Batch<'_>) -> Result<(), BatchError> {
-        tracing::info!(events = batch.events().len(), "Set applied.");
+        let caused_by = EventContext::current().causation_id;
+        tracing::info!(events = batch.events().len(), ?caused_by, "Set applied.");
         Ok(())
     }
 
     fn event_types(&self) -> Option<&'static [&'static str]> {
         Some(TYPES)
+    }
+
+    fn set_based(&self) -> bool {
+        true
     }
 }
 
@@ -73,17 +68,18 @@ impl MakeWriter<'_> for Captured {
 }
 
 /// The kernel's log lines (the handlers' and the runtime's; not the driver's) of applying
-/// the three events of `db`'s outbox in one batch of `handler`, as subscription `name`.
+/// the first `count` events of `db`'s outbox in one batch of `handler`, as subscription `name`.
 async fn log_of_batch(
     db: &ModuleDb,
     name: &str,
     handler: Arc<dyn Handler>,
     isolate: bool,
+    count: i64,
 ) -> Vec<String> {
     let subscription = Subscription::named(name, "scratch", "scratch", handler);
     ensure_checkpoint(db, &subscription).await.unwrap();
-    let events = outbox::read_after(db, 0, 10).await.unwrap();
-    assert_eq!(events.len(), 3);
+    let events = outbox::read_after(db, 0, count).await.unwrap();
+    assert_eq!(events.len() as i64, count);
     let captured = Captured::default();
     let subscriber = tracing_subscriber::fmt()
         .with_writer(captured.clone())
@@ -114,7 +110,7 @@ crate::both_backends! {
         }
         tx.commit().await.unwrap();
 
-        let set = log_of_batch(db, "scratch<-set", Arc::new(SetBased), false).await;
+        let set = log_of_batch(db, "scratch<-set", Arc::new(SetBased), false, 3).await;
         assert_eq!(set.len(), 1, "{set:#?}");
         assert!(
             set[0].contains("batch{subscription=scratch<-set first.seq=1 last.seq=3 count=3}")
@@ -127,7 +123,7 @@ crate::both_backends! {
             ("scratch<-each", Arc::new(OneByOne) as Arc<dyn Handler>, false),
             ("scratch<-isolated", Arc::new(SetBased), true),
         ] {
-            let each = log_of_batch(db, name, handler, isolate).await;
+            let each = log_of_batch(db, name, handler, isolate, 3).await;
             assert_eq!(each.len(), 3, "{each:#?}");
             for (seq, line) in (1..).zip(&each) {
                 let span = format!("event{{subscription={name} event.id=");
@@ -135,5 +131,19 @@ crate::both_backends! {
                 assert!(line.contains("Event applied.") && !line.contains("batch{"), "{each:#?}");
             }
         }
+
+        // A lone event: a set-based handler gets it as a batch of one, in the event's own span
+        // and context; any other handler through `handle`, as ever.
+        let first = outbox::read_after(db, 0, 1).await.unwrap().remove(0);
+        let lone = log_of_batch(db, "scratch<-lone", Arc::new(SetBased), false, 1).await;
+        assert_eq!(lone.len(), 2, "{lone:#?}");
+        for line in &lone {
+            assert!(line.contains("event{subscription=scratch<-lone event.id=") && !line.contains("batch{"), "{lone:#?}");
+        }
+        let caused_by = format!("Set applied. events=1 caused_by=Some({})", first.id);
+        assert!(lone[0].contains(&caused_by) && lone[1].contains("Event applied."), "{lone:#?}");
+        let each = log_of_batch(db, "scratch<-lone-each", Arc::new(OneByOne), false, 1).await;
+        assert_eq!(each.len(), 1, "{each:#?}");
+        assert!(each[0].contains("event{subscription=scratch<-lone-each") && each[0].contains("Event applied."), "{each:#?}");
     }
 }

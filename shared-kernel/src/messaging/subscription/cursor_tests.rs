@@ -4,22 +4,11 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use serde::{Deserialize, Serialize};
-
+use super::noted::{Noted, TYPES};
 use super::*;
 use crate::messaging::log::OutboxLog;
 use crate::messaging::outbox;
 use crate::storage::testing::ScratchDb;
-
-#[derive(Debug, Serialize, Deserialize)]
-struct Noted {
-    id: String,
-}
-
-crate::integration_events! {
-    module "scratch";
-    "note" by id: Noted;
-}
 
 /// Fails the event at seq 1 while `failing`; records the seqs it applied.
 #[derive(Default)]

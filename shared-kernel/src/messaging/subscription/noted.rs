@@ -1,0 +1,13 @@
+//! The event the subscription's unit tests publish: a note about aggregate `id`.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct Noted {
+    pub(super) id: String,
+}
+
+crate::integration_events! {
+    module "scratch";
+    "note" by id: Noted;
+}
