@@ -239,9 +239,9 @@ pub(crate) enum Step {
 }
 
 /// What a worker knows of its subscription's checkpoint since its own last transaction: the
-/// seq it left there, with no open dead letters. With it, an attempt reads the source first
-/// (nothing new costs no transaction) and then moves the checkpoint from that seq in the
-/// transaction's first statement, which also locks the row as reading it would have
+/// seq it left there, with no open dead letters. With it, an attempt does not read the
+/// checkpoint: it reads the source after that seq and moves the checkpoint from it in the
+/// transaction's first write, which also locks the row as reading it would have
 /// (`UPDATE … WHERE seq = <known>`); if the row says otherwise the attempt stops there
 /// ([`Step::Stale`]) and the next one reads the row as before. Whatever moves the checkpoint
 /// behind the worker's back — a rewind, a batch or a parked event of another process — is thus
@@ -684,12 +684,15 @@ async fn attempt(
     // Any way out but a clean commit leaves the worker without a cursor.
     let known = cursor.take();
     if let Some(known) = known.filter(|_| failure.is_none() && !isolate) {
+        // The transaction first, then the read: on SQLite beginning waits for the module's
+        // writer, and whatever the source committed meanwhile joins this batch (reading
+        // first made batches smaller and commits more frequent).
+        let mut tx = consumer.begin().await?;
         let events = source.read_after(known.seq, config.batch_size).await?;
         let Some(last) = events.last().map(|e| e.seq) else {
             *cursor = Some(known);
             return Ok(Step::Idle);
         };
-        let mut tx = consumer.begin().await?;
         if !move_checkpoint(&mut tx, &subscription.name, known.seq, last).await? {
             return Ok(Step::Stale);
         }

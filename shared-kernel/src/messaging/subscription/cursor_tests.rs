@@ -82,7 +82,7 @@ crate::both_backends! {
         assert_eq!(cursor, None);
     }
 
-    async fn a_cursor_applies_what_is_new_and_then_finds_nothing_without_a_transaction(scratch: ScratchDb) {
+    async fn a_cursor_applies_what_is_new_and_finds_a_rewind_behind_its_back(scratch: ScratchDb) {
         let db = &scratch.db;
         let handler = Arc::new(FirstFails::default());
         let subscription =
