@@ -100,21 +100,6 @@ macro_rules! upsert_customers {
     };
 }
 
-macro_rules! update_customers {
-    ($generation:literal) => {
-        concat!(
-            "UPDATE order_summaries \
-             SET customer_name = v.name, customer_email = v.email, customer_seq = v.seq, \
-                 customer_changed_at = v.at \
-             FROM v \
-             WHERE order_summaries.generation = ",
-            target_generation!($generation),
-            " AND order_summaries.customer_id = v.customer_id \
-              AND (order_summaries.customer_seq IS NULL OR order_summaries.customer_seq < v.seq)"
-        )
-    };
-}
-
 macro_rules! insert_placeholders {
     ($generation:literal) => {
         concat!(
@@ -149,19 +134,6 @@ macro_rules! upsert_placed {
     };
 }
 
-macro_rules! update_statuses {
-    ($generation:literal) => {
-        concat!(
-            "UPDATE order_summaries \
-             SET status = v.status, order_changed_at = v.at, order_seq = v.seq \
-             FROM v \
-             WHERE order_summaries.generation = ",
-            target_generation!($generation),
-            " AND order_summaries.order_id = v.order_id AND order_summaries.order_seq < v.seq"
-        )
-    };
-}
-
 macro_rules! upsert_payments {
     ($generation:literal) => {
         concat!(
@@ -182,11 +154,34 @@ const CUSTOMERS: Statement = statement!(
     upsert_customers
 );
 
-const CUSTOMER_SUMMARIES: Statement = statement!(
-    "customer_id, name, email, seq, at",
-    "$2::uuid[], $3::text[], $4::text[], $5::int8[], $6::timestamptz[]",
-    update_customers
-);
+/// The two `UPDATE … FROM v` statements spell out their rows' CTE in the same literal as the
+/// `UPDATE`, so that the architecture lint reads `v` as the CTE it is.
+const CUSTOMER_SUMMARIES: Statement = Statement {
+    postgres: concat!(
+        "WITH v(customer_id, name, email, seq, at) AS (SELECT * FROM UNNEST($2::uuid[], \
+           $3::text[], $4::text[], $5::int8[], $6::timestamptz[])) \
+         UPDATE order_summaries \
+         SET customer_name = v.name, customer_email = v.email, customer_seq = v.seq, \
+             customer_changed_at = v.at \
+         FROM v WHERE order_summaries.generation = ",
+        target_generation!("$1"),
+        " AND order_summaries.customer_id = v.customer_id \
+          AND (order_summaries.customer_seq IS NULL OR order_summaries.customer_seq < v.seq)"
+    ),
+    sqlite: (
+        "WITH v(customer_id, name, email, seq, at) AS (VALUES ",
+        concat!(
+            ") UPDATE order_summaries \
+             SET customer_name = v.name, customer_email = v.email, customer_seq = v.seq, \
+                 customer_changed_at = v.at \
+             FROM v WHERE order_summaries.generation = ",
+            target_generation!("?"),
+            " AND order_summaries.customer_id = v.customer_id \
+              AND (order_summaries.customer_seq IS NULL OR order_summaries.customer_seq < v.seq)"
+        ),
+    ),
+    columns: 5,
+};
 
 const PLACEHOLDERS: Statement = statement!("customer_id", "$2::uuid[]", insert_placeholders);
 
@@ -196,11 +191,27 @@ const PLACED: Statement = statement!(
     upsert_placed
 );
 
-const STATUSES: Statement = statement!(
-    "order_id, status, at, seq",
-    "$2::uuid[], $3::text[], $4::timestamptz[], $5::int8[]",
-    update_statuses
-);
+const STATUSES: Statement = Statement {
+    postgres: concat!(
+        "WITH v(order_id, status, at, seq) AS (SELECT * FROM UNNEST($2::uuid[], $3::text[], \
+           $4::timestamptz[], $5::int8[])) \
+         UPDATE order_summaries SET status = v.status, order_changed_at = v.at, order_seq = v.seq \
+         FROM v WHERE order_summaries.generation = ",
+        target_generation!("$1"),
+        " AND order_summaries.order_id = v.order_id AND order_summaries.order_seq < v.seq"
+    ),
+    sqlite: (
+        "WITH v(order_id, status, at, seq) AS (VALUES ",
+        concat!(
+            ") UPDATE order_summaries \
+             SET status = v.status, order_changed_at = v.at, order_seq = v.seq \
+             FROM v WHERE order_summaries.generation = ",
+            target_generation!("?"),
+            " AND order_summaries.order_id = v.order_id AND order_summaries.order_seq < v.seq"
+        ),
+    ),
+    columns: 4,
+};
 
 const PAYMENTS: Statement = statement!(
     "order_id, status, seq, at",
