@@ -447,3 +447,26 @@ pub fn count_statements() -> Arc<AtomicUsize> {
         .init();
     count
 }
+
+/// A published event without what differs by nature between two databases that received the
+/// same events (its id, seq and time): what differential tests compare.
+#[derive(Debug, PartialEq)]
+pub struct PublishedEvent {
+    pub event_type: String,
+    pub aggregate_id: String,
+    pub payload: serde_json::Value,
+    pub correlation_id: Option<uuid::Uuid>,
+    pub causation_id: Option<uuid::Uuid>,
+}
+
+impl From<crate::messaging::Envelope> for PublishedEvent {
+    fn from(e: crate::messaging::Envelope) -> Self {
+        Self {
+            event_type: e.event_type,
+            aggregate_id: e.aggregate_id,
+            payload: e.payload,
+            correlation_id: e.correlation_id,
+            causation_id: e.causation_id,
+        }
+    }
+}

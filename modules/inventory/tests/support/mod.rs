@@ -9,13 +9,12 @@ use std::collections::BTreeMap;
 use inventory::OrderEvents;
 use orders_api::events::{OrderCancelled, OrderConfirmed, OrderPlaced, OrderRejected, PlacedLine};
 use orders_api::{OrderId, Reason};
-use serde_json::Value;
 use shared_kernel::clock;
 use shared_kernel::messaging::{
     Envelope, IntegrationEvent, outbox, run_handler, run_handler_batch,
 };
 use shared_kernel::storage::ModuleDb;
-use shared_kernel::storage::testing::{TestBackend, TestDatabase, fresh_config};
+use shared_kernel::storage::testing::{PublishedEvent, TestBackend, TestDatabase, fresh_config};
 use shared_kernel::with_tx;
 use tempfile::TempDir;
 use uuid::Uuid;
@@ -135,13 +134,7 @@ impl Db {
             .unwrap()
             .into_iter()
             .filter(|e| e.aggregate_type == "reservation")
-            .map(|e| PublishedEvent {
-                event_type: e.event_type,
-                aggregate_id: e.aggregate_id,
-                payload: e.payload,
-                correlation_id: e.correlation_id,
-                causation_id: e.causation_id,
-            })
+            .map(PublishedEvent::from)
             .collect();
         State {
             levels,
@@ -150,17 +143,6 @@ impl Db {
             events,
         }
     }
-}
-
-/// One published event, without what differs by nature between two databases (id, seq,
-/// time).
-#[derive(Debug, PartialEq)]
-pub struct PublishedEvent {
-    pub event_type: String,
-    pub aggregate_id: String,
-    pub payload: Value,
-    pub correlation_id: Option<Uuid>,
-    pub causation_id: Option<Uuid>,
 }
 
 /// Stock levels, reservations, lines (sorted) and the published events (in seq order).

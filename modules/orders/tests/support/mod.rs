@@ -11,13 +11,14 @@ use inventory_api::events::{ProductUpdated, ReservedLine, StockReservationFailed
 use orders_api::{OrderStatus, Reason};
 use payments_api::PaymentId;
 use payments_api::events::{PaymentAuthorized, PaymentDeclined};
-use serde_json::Value;
 use shared_kernel::clock;
 use shared_kernel::messaging::{
     Envelope, Handler, IntegrationEvent, outbox, run_handler, run_handler_batch,
 };
 use shared_kernel::storage::ModuleDb;
-use shared_kernel::storage::testing::{OnBackend, TestBackend, TestDatabase, fresh_config};
+use shared_kernel::storage::testing::{
+    OnBackend, PublishedEvent, TestBackend, TestDatabase, fresh_config,
+};
 use shared_kernel::with_tx;
 use tempfile::TempDir;
 use uuid::Uuid;
@@ -230,13 +231,7 @@ impl Db {
             .await
             .unwrap()
             .into_iter()
-            .map(|e| PublishedEvent {
-                event_type: e.event_type,
-                aggregate_id: e.aggregate_id,
-                payload: e.payload,
-                correlation_id: e.correlation_id,
-                causation_id: e.causation_id,
-            })
+            .map(PublishedEvent::from)
             .collect();
         State {
             orders,
@@ -246,17 +241,6 @@ impl Db {
             events,
         }
     }
-}
-
-/// One published event, without what differs by nature between two databases (id, seq,
-/// time).
-#[derive(Debug, PartialEq)]
-pub struct PublishedEvent {
-    pub event_type: String,
-    pub aggregate_id: String,
-    pub payload: Value,
-    pub correlation_id: Option<Uuid>,
-    pub causation_id: Option<Uuid>,
 }
 
 /// Orders (status, reason), sagas (participants, steps, settled or not), steps (n, step,
