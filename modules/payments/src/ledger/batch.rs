@@ -137,13 +137,18 @@ async fn replay(
     // order id → (payment id, customer id), for the payments that exist already.
     let existing = payments_of(tx, &orders).await?;
 
+    // The accounts a command may write: the placed orders' customers, and those of existing
+    // payments a void or refund may release credit to (a capture never touches the account).
     let mut customers: Vec<Uuid> = commands
         .iter()
-        .filter_map(|(_, c)| match c {
-            Command::Authorize { customer_id, .. } => Some(*customer_id),
+        .filter_map(|(_, c)| match *c {
+            Command::Authorize { customer_id, .. } => Some(customer_id),
+            Command::Settle {
+                order_id,
+                settlement,
+            } if settlement != Settlement::Capture => existing.get(&order_id).map(|(_, c)| *c),
             Command::Settle { .. } => None,
         })
-        .chain(existing.values().map(|(_, customer_id)| *customer_id))
         .collect();
     customers.sort_unstable();
     customers.dedup();
