@@ -113,7 +113,8 @@ pub(crate) async fn upsert_products(
                     ),
                     bulk::values(chunk.len(), 6, false)
                 );
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+                let mut query =
+                    sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(bulk::cached(chunk.len()));
                 for (product, seq) in chunk {
                     query = query
                         .bind(product.id)

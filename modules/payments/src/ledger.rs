@@ -374,7 +374,8 @@ async fn write_views(tx: &mut Tx, payments: &[Payment]) -> Result<(), StoreError
                     "{COLUMNS} SELECT * FROM (VALUES {}) WHERE true {UPSERT}",
                     bulk::values(chunk.len(), 8, false)
                 );
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+                let mut query =
+                    sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(bulk::cached(chunk.len()));
                 for p in chunk {
                     query = query
                         .bind(p.id.0)

@@ -462,7 +462,8 @@ pub async fn save_snapshots(
                      SELECT * FROM (VALUES {}) WHERE true {UPSERT}",
                     bulk::values(chunk.len(), 5, false)
                 );
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+                let mut query =
+                    sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(bulk::cached(chunk.len()));
                 for s in chunk {
                     query = query
                         .bind(s.stream_id)
@@ -539,7 +540,8 @@ pub async fn read_many(tx: &mut Tx, streams: &[(Uuid, &'static str)]) -> Result<
                      JOIN snapshots s ON s.stream_id = v.column1 AND s.stream_type = v.column2",
                     bulk::values(chunk.len(), 2, false)
                 );
-                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).persistent(false);
+                let mut query =
+                    sqlx::query_as(sqlx::AssertSqlSafe(sql)).persistent(bulk::cached(chunk.len()));
                 for (id, stream_type) in chunk {
                     query = query.bind(*id).bind(*stream_type);
                 }
@@ -581,7 +583,8 @@ pub async fn read_many(tx: &mut Tx, streams: &[(Uuid, &'static str)]) -> Result<
                      ORDER BY e.stream_id, e.version",
                     bulk::values(chunk.len(), 3, false)
                 );
-                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).persistent(false);
+                let mut query =
+                    sqlx::query_as(sqlx::AssertSqlSafe(sql)).persistent(bulk::cached(chunk.len()));
                 for (id, stream_type) in chunk {
                     query = query.bind(*id).bind(*stream_type).bind(after(id));
                 }

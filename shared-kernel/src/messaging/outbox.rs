@@ -130,14 +130,21 @@ pub async fn append_many(
             };
             let optional =
                 |f: fn(&Outgoing) -> Option<Uuid>| events.iter().map(f).collect::<Vec<_>>();
+            // `announce` tells every process listening on this database, at commit, that
+            // the module's outbox grew: their subscribers wake as this process's do. The
+            // payload names the source (the module's schema) and this process, whose own
+            // subscribers the commit's local wake-up reaches. In the insert rather than a
+            // statement of its own at commit, it costs no round trip; Postgres delivers a
+            // transaction's identical notifications once.
             let rows: Vec<(i64, Uuid)> = sqlx::query_as(concat!(
                 "WITH head AS (UPDATE outbox_head SET seq = seq + cardinality($1::uuid[]) \
-                   WHERE id = 1 RETURNING seq - cardinality($1::uuid[]) AS seq) \
+                   WHERE id = 1 RETURNING seq - cardinality($1::uuid[]) AS seq), \
+                 announce AS (SELECT pg_notify($11, current_schema() || ':' || $12)) \
                  INSERT INTO outbox (",
                 outbox_insert_columns!(),
                 ") SELECT head.seq + e.n, e.id, e.aggregatetype, e.aggregateid, e.type, \
                      e.event_version, e.payload, $10, e.correlation_id, e.causation_id, e.headers \
-                 FROM head, UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int4[], \
+                 FROM head, announce, UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int4[], \
                      $6::jsonb[], $7::uuid[], $8::uuid[], $9::jsonb[]) WITH ORDINALITY \
                    AS e(id, aggregatetype, aggregateid, type, event_version, payload, \
                         correlation_id, causation_id, headers, n) \
@@ -153,6 +160,8 @@ pub async fn append_many(
             .bind(optional(|e| e.context.causation_id))
             .bind(json(|e| Json(serde_json::json!(e.context.headers))))
             .bind(now)
+            .bind(NOTIFY_CHANNEL)
+            .bind(tx.tag.as_deref().unwrap_or(""))
             .fetch_all(&mut **conn)
             .await?;
             seqs.extend(rows);
@@ -411,4 +420,71 @@ pub async fn tail(db: &ModuleDb) -> Result<Option<i64>, StorageError> {
     })
     .map_err(|e| db.classify(e))?;
     Ok(seq)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use sqlx::postgres::PgListener;
+
+    use super::*;
+    use crate::messaging::subscription::noted::Noted;
+    use crate::storage::Db;
+    use crate::storage::testing::{OnBackend, ScratchDb, TestBackend};
+
+    /// Another process learns of a commit that appended through `NOTIFY_CHANNEL`, from the
+    /// insert itself: once per committed transaction, never for one rolled back.
+    #[tokio::test]
+    async fn a_committed_append_is_announced_to_other_processes_once() {
+        let Some(scratch) = ScratchDb::on_backend(TestBackend::Postgres, "outbox_announce").await
+        else {
+            return;
+        };
+        let db = &scratch.db;
+        let Ok(Db::Postgres(pool)) = db.db() else {
+            panic!("a Postgres scratch database");
+        };
+        let mut listener = PgListener::connect_with(pool).await.unwrap();
+        listener.listen(NOTIFY_CHANNEL).await.unwrap();
+        let note = |id: &str| Noted { id: id.into() };
+
+        let mut rolled_back = db.begin().await.unwrap();
+        append(&mut rolled_back, &note("a"), &EventContext::default())
+            .await
+            .unwrap();
+        drop(rolled_back);
+        let mut tx = db.begin().await.unwrap();
+        // Two appends, one announcement: Postgres folds a transaction's identical ones.
+        append(&mut tx, &note("a"), &EventContext::default())
+            .await
+            .unwrap();
+        append_many(
+            &mut tx,
+            &[Outgoing::new(&note("b"), &EventContext::default()).unwrap()],
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        // A marker committed after it: whatever arrives before the marker was announced by
+        // the transactions above.
+        sqlx::query("SELECT pg_notify($1, 'marker')")
+            .bind(NOTIFY_CHANNEL)
+            .execute(pool)
+            .await
+            .unwrap();
+
+        let mut payloads = Vec::new();
+        while payloads.last().map(String::as_str) != Some("marker") {
+            let notification = tokio::time::timeout(Duration::from_secs(30), listener.recv())
+                .await
+                .expect("the announcements arrive")
+                .unwrap();
+            payloads.push(notification.payload().to_owned());
+        }
+        assert_eq!(
+            payloads,
+            [format!("scratch:{}", db.tag()), "marker".to_owned()]
+        );
+    }
 }

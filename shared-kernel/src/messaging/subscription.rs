@@ -891,7 +891,7 @@ mod cursor_tests;
 #[cfg(test)]
 mod lock_order_tests;
 #[cfg(test)]
-mod noted;
+pub(crate) mod noted;
 
 /// Runs one subscription until `stop` turns true: batches while there is work, then waits for
 /// the source's next commit (or the safety poll), retrying failures with capped backoff.

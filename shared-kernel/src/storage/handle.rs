@@ -85,7 +85,7 @@ pub struct Tx {
     /// The module whose database this is, for metrics.
     module: Option<&'static str>,
     /// The handle's tag, sent with the commit notification (see [`ModuleDb::tag`]).
-    tag: Option<Arc<str>>,
+    pub(crate) tag: Option<Arc<str>>,
 }
 
 /// How many commits' announcements a slow [`ModuleDb::committed_events`] receiver may fall
@@ -113,20 +113,9 @@ impl Tx {
     pub async fn commit(self) -> Result<(), sqlx::Error> {
         match self.conn {
             TxConn::Sqlite(tx) => tx.commit().await?,
-            TxConn::Postgres(mut tx) => {
-                if !self.appended_events.is_empty() {
-                    // Delivered at commit, once per transaction, to every process listening
-                    // on this database: their subscribers wake as this process's do. The
-                    // payload names the source (the module's schema) and this process, whose
-                    // own subscribers the local wake-up below has reached already.
-                    sqlx::query("SELECT pg_notify($1, current_schema() || ':' || $2)")
-                        .bind(crate::messaging::outbox::NOTIFY_CHANNEL)
-                        .bind(self.tag.as_deref().unwrap_or(""))
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                tx.commit().await?
-            }
+            // A Postgres transaction that appended has announced its events already: the
+            // outbox insert itself calls `pg_notify`, delivered at this commit.
+            TxConn::Postgres(tx) => tx.commit().await?,
         }
         metrics::counter!(crate::prometheus::COMMITS, "module" => self.module.unwrap_or("unknown"))
             .increment(1);

@@ -6,6 +6,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 
 use super::StorageConfig;
 
+/// Prepared statements each connection keeps.
+const STATEMENT_CACHE: usize = 512;
+
 /// `<data_dir>/<module>.sqlite`.
 pub(super) fn path(module: &str, data_dir: &Path) -> PathBuf {
     data_dir.join(format!("{module}.sqlite"))
@@ -33,7 +36,10 @@ pub(super) async fn open(
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Full)
         .foreign_keys(true)
-        .busy_timeout(Duration::from_secs(5));
+        .busy_timeout(Duration::from_secs(5))
+        // Above sqlx's 100: a module's multi-row statements are one prepared statement per
+        // row count up to `bulk::CACHED_ROWS`, beside its fixed ones.
+        .statement_cache_capacity(STATEMENT_CACHE);
 
     let writer = SqlitePoolOptions::new()
         .max_connections(1)

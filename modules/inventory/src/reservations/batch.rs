@@ -315,7 +315,8 @@ async fn claim(
                      WHERE true ON CONFLICT (order_id) DO NOTHING RETURNING order_id",
                     bulk::values(chunk.len(), 3, false)
                 );
-                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).persistent(false);
+                let mut query =
+                    sqlx::query_as(sqlx::AssertSqlSafe(sql)).persistent(bulk::cached(chunk.len()));
                 for order_id in chunk {
                     query = query.bind(order_id).bind(reserved).bind(now);
                 }
@@ -359,7 +360,8 @@ async fn read_reservations(
                      WHERE r.order_id IN ({})",
                     bulk::placeholders(chunk.len())
                 );
-                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).persistent(false);
+                let mut query =
+                    sqlx::query_as(sqlx::AssertSqlSafe(sql)).persistent(bulk::cached(chunk.len()));
                 for order_id in chunk {
                     query = query.bind(order_id);
                 }
@@ -424,7 +426,8 @@ async fn lock_levels(
                      WHERE product_id IN ({})",
                     bulk::placeholders(chunk.len())
                 );
-                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).persistent(false);
+                let mut query =
+                    sqlx::query_as(sqlx::AssertSqlSafe(sql)).persistent(bulk::cached(chunk.len()));
                 for product_id in chunk {
                     query = query.bind(product_id);
                 }
@@ -493,7 +496,7 @@ async fn update_levels(
                     bulk::values(chunk.len(), 4, false)
                 );
                 let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .persistent(false)
+                    .persistent(bulk::cached(chunk.len()))
                     .bind(now);
                 for ((product_id, warehouse), level) in chunk {
                     query = query
@@ -547,7 +550,7 @@ async fn update_statuses(
                     bulk::values(chunk.len(), 2, false)
                 );
                 let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .persistent(false)
+                    .persistent(bulk::cached(chunk.len()))
                     .bind(now);
                 for (order_id, status) in chunk {
                     query = query.bind(*order_id).bind(status.as_str());

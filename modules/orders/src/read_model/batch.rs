@@ -449,7 +449,7 @@ async fn sqlite_rows<R: Sync>(
             "{head}{}{tail}",
             bulk::values(chunk.len(), statement.columns, false)
         );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(bulk::cached(chunk.len()));
         for row in chunk {
             query = bind(query, row);
         }

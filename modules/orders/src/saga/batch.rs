@@ -191,7 +191,8 @@ async fn lock_all(tx: &mut Tx, orders: &[Uuid]) -> anyhow::Result<BTreeMap<Uuid,
                     ),
                     bulk::values(1, chunk.len(), false)
                 );
-                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).persistent(false);
+                let mut query =
+                    sqlx::query_as(sqlx::AssertSqlSafe(sql)).persistent(bulk::cached(chunk.len()));
                 for order_id in chunk {
                     query = query.bind(order_id);
                 }
@@ -297,7 +298,8 @@ async fn update_sagas(tx: &mut Tx, sagas: &[SagaRow<'_>]) -> Result<(), sqlx::Er
                      FROM (VALUES {}) AS v WHERE sagas.order_id = v.column1",
                     bulk::values(chunk.len(), 5, false)
                 );
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+                let mut query =
+                    sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(bulk::cached(chunk.len()));
                 for (order_id, saga, settled_at) in chunk {
                     query = query
                         .bind(*order_id)
@@ -357,7 +359,7 @@ async fn update_orders(
                     bulk::values(chunk.len(), 4, false)
                 );
                 let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .persistent(false)
+                    .persistent(bulk::cached(chunk.len()))
                     .bind(now);
                 for (order_id, settlement) in chunk {
                     query = query

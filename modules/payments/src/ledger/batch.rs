@@ -308,7 +308,8 @@ async fn payments_of(
                      WHERE order_id IN ({})",
                     bulk::placeholders(chunk.len())
                 );
-                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).persistent(false);
+                let mut query =
+                    sqlx::query_as(sqlx::AssertSqlSafe(sql)).persistent(bulk::cached(chunk.len()));
                 for order_id in chunk {
                     query = query.bind(order_id);
                 }

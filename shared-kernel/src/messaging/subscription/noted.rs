@@ -3,8 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, Deserialize)]
-pub(super) struct Noted {
-    pub(super) id: String,
+pub(crate) struct Noted {
+    pub(crate) id: String,
 }
 
 crate::integration_events! {
