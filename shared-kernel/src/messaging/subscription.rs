@@ -693,7 +693,8 @@ async fn attempt(
             *cursor = Some(known);
             return Ok(Step::Idle);
         };
-        if !move_checkpoint(&mut tx, &subscription.name, known.seq, last).await? {
+        let lock_outbox = subscription.handler.locks_outbox();
+        if !move_checkpoint(&mut tx, &subscription.name, (known.seq, last), lock_outbox).await? {
             return Ok(Step::Stale);
         }
         apply_events(&mut tx, subscription, &events, false, false).await?;
@@ -788,21 +789,46 @@ async fn apply_events(
 }
 
 /// Moves the checkpoint from `from` to `to` if it is at `from`, locking its row (Postgres);
-/// `false` when it is elsewhere.
-async fn move_checkpoint(tx: &mut Tx, name: &str, from: i64, to: i64) -> Result<bool, sqlx::Error> {
-    let moved = with_tx!(tx, |conn| {
-        sqlx::query(
-            "UPDATE subscription_checkpoints SET seq = $3, updated_at = $4 \
-             WHERE name = $1 AND seq = $2",
+/// `false` when it is elsewhere. With `lock_outbox`, the same statement takes the outbox lock
+/// on Postgres (what [`prepare`] would take next, one round trip later): the batch's first
+/// statement is then its lock, as the lock-order rule asks.
+async fn move_checkpoint(
+    tx: &mut Tx,
+    name: &str,
+    (from, to): (i64, i64),
+    lock_outbox: bool,
+) -> Result<bool, sqlx::Error> {
+    let now = clock::now();
+    let moved = match &mut tx.conn {
+        TxConn::Postgres(conn) if lock_outbox => sqlx::query(
+            "WITH outbox_lock AS (SELECT seq FROM outbox_head WHERE id = 1 FOR UPDATE) \
+             UPDATE subscription_checkpoints SET seq = $3, updated_at = $4 \
+             WHERE name = $1 AND seq = $2 AND EXISTS (SELECT FROM outbox_lock)",
         )
         .bind(name)
         .bind(from)
         .bind(to)
-        .bind(clock::now())
-        .execute(conn)
+        .bind(now)
+        .execute(&mut **conn)
         .await
-        .map(|done| done.rows_affected())
-    })?;
+        .map(|done| done.rows_affected())?,
+        _ => with_tx!(tx, |conn| {
+            sqlx::query(
+                "UPDATE subscription_checkpoints SET seq = $3, updated_at = $4 \
+                 WHERE name = $1 AND seq = $2",
+            )
+            .bind(name)
+            .bind(from)
+            .bind(to)
+            .bind(now)
+            .execute(conn)
+            .await
+            .map(|done| done.rows_affected())
+        })?,
+    };
+    if moved == 1 && lock_outbox && tx.is_postgres() {
+        tx.outbox_locked = true;
+    }
     Ok(moved == 1)
 }
 

@@ -194,42 +194,75 @@ crate::both_backends! {
     }
 
     async fn a_declaring_handler_holds_the_outbox_lock_before_its_first_effect(scratch: ScratchDb) {
-        let db = scratch.db.clone();
-        let postgres = db.reader().unwrap().is_postgres();
-        let ids = ping(&db, &[("one", true)]).await;
-        let (begun, has_begun) = oneshot::channel();
-        let (release, released) = oneshot::channel();
-        let handler = Declared { begun: Mutex::new(Some(begun)), release: Mutex::new(Some(released)) };
-        let subscription = subscribe(&db, Arc::new(handler)).await;
-        if postgres {
-            try_outbox_lock(&db).await.expect("nobody holds the outbox lock before the batch");
-        }
-
-        let batch = tokio::spawn({
-            let (subscription, db) = (subscription.clone(), db.clone());
-            async move {
-                let log = OutboxLog::new(db.clone());
-                let config = DeliveryConfig::default();
-                step(&subscription, &db, &log, &config, None).await.map_err(|e| match e {
-                    StepError::Event { error, .. } | StepError::Other(error) => format!("{error:#}"),
-                })
-            }
-        });
-        has_begun.await.unwrap();
-        // The handler has begun and done nothing yet: its batch holds the lock already.
-        if postgres {
-            let busy = try_outbox_lock(&db).await.expect_err("the batch holds the outbox lock");
-            let code = busy.as_database_error().and_then(|e| e.code()).map(|c| c.into_owned());
-            assert_eq!(code.as_deref(), Some("55P03"), "{busy}");
-        }
-        release.send(()).unwrap();
-        assert!(matches!(batch.await.unwrap(), Ok(Step::Applied { seq: 1, .. })));
-        if postgres {
-            try_outbox_lock(&db).await.expect("the commit released the outbox lock");
-        }
-        // Its answer was accepted, caused by the event it answers.
-        let events = outbox::read_after(&db, 0, 100).await.unwrap();
-        let answer = events.iter().find(|e| e.event_type == Ponged::TYPE).expect("the answer");
-        assert_eq!(answer.causation_id, Some(ids[0]));
+        holds_the_outbox_lock_before_its_first_effect(scratch.db.clone(), None).await;
     }
+
+    async fn so_it_does_when_its_worker_knows_the_checkpoint(scratch: ScratchDb) {
+        holds_the_outbox_lock_before_its_first_effect(scratch.db.clone(), Some(Cursor { seq: 0 })).await;
+    }
+}
+
+/// A declaring handler's batch holds the outbox lock (Postgres) from before the handler's first
+/// effect to its commit; run as a worker without a cursor, or with one (the checkpoint's move
+/// then takes the lock in the same statement).
+async fn holds_the_outbox_lock_before_its_first_effect(db: ModuleDb, cursor: Option<Cursor>) {
+    let postgres = db.reader().unwrap().is_postgres();
+    let ids = ping(&db, &[("one", true)]).await;
+    let (begun, has_begun) = oneshot::channel();
+    let (release, released) = oneshot::channel();
+    let handler = Declared {
+        begun: Mutex::new(Some(begun)),
+        release: Mutex::new(Some(released)),
+    };
+    let subscription = subscribe(&db, Arc::new(handler)).await;
+    if postgres {
+        try_outbox_lock(&db)
+            .await
+            .expect("nobody holds the outbox lock before the batch");
+    }
+
+    let batch = tokio::spawn({
+        let (subscription, db) = (subscription.clone(), db.clone());
+        async move {
+            let log = OutboxLog::new(db.clone());
+            let config = DeliveryConfig::default();
+            let mut cursor = cursor;
+            attempt(&subscription, &db, &log, &config, None, false, &mut cursor)
+                .await
+                .map_err(|e| match e {
+                    StepError::Event { error, .. } | StepError::Other(error) => {
+                        format!("{error:#}")
+                    }
+                })
+        }
+    });
+    has_begun.await.unwrap();
+    // The handler has begun and done nothing yet: its batch holds the lock already.
+    if postgres {
+        let busy = try_outbox_lock(&db)
+            .await
+            .expect_err("the batch holds the outbox lock");
+        let code = busy
+            .as_database_error()
+            .and_then(|e| e.code())
+            .map(|c| c.into_owned());
+        assert_eq!(code.as_deref(), Some("55P03"), "{busy}");
+    }
+    release.send(()).unwrap();
+    assert!(matches!(
+        batch.await.unwrap(),
+        Ok(Step::Applied { seq: 1, .. })
+    ));
+    if postgres {
+        try_outbox_lock(&db)
+            .await
+            .expect("the commit released the outbox lock");
+    }
+    // Its answer was accepted, caused by the event it answers.
+    let events = outbox::read_after(&db, 0, 100).await.unwrap();
+    let answer = events
+        .iter()
+        .find(|e| e.event_type == Ponged::TYPE)
+        .expect("the answer");
+    assert_eq!(answer.causation_id, Some(ids[0]));
 }
