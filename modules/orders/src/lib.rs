@@ -28,6 +28,14 @@ pub use read_model::{
 pub use seed::{SeedLine, SeedOrder};
 pub use service::Orders;
 
+/// The set-based write of placed orders, for the orders tests (`tests/placements.rs`,
+/// `tests/placement_statements.rs`) only: not part of the module's API, which other modules
+/// reach through [`orders_api::OrdersApi`]. Re-exports, nothing new.
+#[doc(hidden)]
+pub mod test_support {
+    pub use crate::placement::{Placed, write_placements};
+}
+
 /// Settings of the orders module.
 #[derive(Debug, Clone, Copy)]
 pub struct OrdersConfig {

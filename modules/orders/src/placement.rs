@@ -4,7 +4,9 @@
 //!
 //! With an `Idempotency-Key`, the replay check and the placement are one transaction of their
 //! own. Without one, concurrent placements share one transaction through the kernel's group
-//! commit ([`GroupCommit`]): one commit serves them all, and each is answered after it.
+//! commit ([`GroupCommit`]): one commit serves them all, and each is answered after it. Both
+//! store through one set-based write ([`write_placements`], a lone order as a group of one), so
+//! a group costs the statements of one order, not one order's statements per order.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,8 +22,9 @@ use shared_kernel::http::FieldError;
 use shared_kernel::messaging::{EventContext, outbox};
 use shared_kernel::storage::group_commit::{GroupCommit, GroupCommitError, GroupWrite};
 use shared_kernel::storage::idempotency::{self, IdempotencyError, IdempotencyKey};
-use shared_kernel::storage::{ModuleDb, Tx};
-use shared_kernel::with_tx;
+use shared_kernel::storage::{ModuleDb, Tx, TxConn};
+use time::OffsetDateTime;
+use uuid::Uuid;
 
 use crate::domain;
 use crate::saga;
@@ -51,12 +54,24 @@ impl std::fmt::Debug for Placements {
     }
 }
 
-/// An order to store as placed, with the context of the request that placed it.
+/// An order to store as placed, with its saga's deadline and the context of the request that
+/// placed it (which its `OrderPlaced` carries).
 #[derive(Debug)]
-struct Placed {
+pub struct Placed {
     order: Order,
     deadline_us: i64,
     context: EventContext,
+}
+
+impl Placed {
+    /// `order`, whose saga expires at `deadline_us`, placed by the request of `context`.
+    pub fn new(order: Order, deadline_us: i64, context: EventContext) -> Self {
+        Self {
+            order,
+            deadline_us,
+            context,
+        }
+    }
 }
 
 /// The group commit's write: every placement of the group in its transaction.
@@ -71,11 +86,9 @@ impl GroupWrite for WritePlacements {
     type Error = OrdersError;
 
     async fn write(&self, tx: &mut Tx, group: &[Placed]) -> Result<(), OrdersError> {
-        for placed in group {
-            write_placement(tx, &placed.order, placed.deadline_us, &placed.context)
-                .await
-                .map_err(|e| self.db.classify(e))?;
-        }
+        write_placements(tx, group)
+            .await
+            .map_err(|e| self.db.classify(e))?;
         Ok(())
     }
 }
@@ -117,11 +130,7 @@ impl Placements {
         let deadline_us = saga::unix_micros(order.created_at + self.saga_timeout);
         let Some(key) = key else {
             // Without a key, concurrent placements share one commit.
-            let placed = Placed {
-                order: order.clone(),
-                deadline_us,
-                context: EventContext::current(),
-            };
+            let placed = Placed::new(order.clone(), deadline_us, EventContext::current());
             self.queue
                 .submit(placed)
                 .await
@@ -145,15 +154,22 @@ impl Placements {
             Err(IdempotencyError::Reused(e)) => return Err(e.into()),
             Err(IdempotencyError::Storage(e)) => return Err(self.storage(e)),
         }
-        write_placement(&mut tx, &order, deadline_us, &EventContext::current())
+        let placed = Placed::new(order, deadline_us, EventContext::current());
+        write_placements(&mut tx, std::slice::from_ref(&placed))
             .await
             .map_err(|e| self.storage(e))?;
-        idempotency::remember(&mut tx, SCOPE_PLACE_ORDER, &key, &fingerprint, &order)
-            .await
-            .map_err(|e| self.storage(e))?;
+        idempotency::remember(
+            &mut tx,
+            SCOPE_PLACE_ORDER,
+            &key,
+            &fingerprint,
+            &placed.order,
+        )
+        .await
+        .map_err(|e| self.storage(e))?;
         tx.commit().await.map_err(|e| self.storage(e))?;
         metrics::counter!("bounded_orders_placed_total").increment(1);
-        Ok(order)
+        Ok(placed.order)
     }
 
     /// Checks the customer and reads every product, concurrently; unknown ones are field
@@ -236,70 +252,163 @@ fn priced_order(input: &NewOrder, products: Vec<Product>) -> Result<Order, Order
     })
 }
 
-/// Writes a placed order: the order and its lines, the saga with its first step, and
-/// `OrderPlaced` in the outbox.
-async fn write_placement(
-    tx: &mut Tx,
-    order: &Order,
-    deadline_us: i64,
-    context: &EventContext,
-) -> Result<(), sqlx::Error> {
-    insert_order(tx, order, deadline_us).await?;
-    saga::record_step(
-        tx,
-        order.id.0,
-        1,
-        saga::Step::Placed,
-        None,
-        order.created_at,
-    )
-    .await?;
-    outbox::append(tx, &placed_event(order), context).await?;
+/// The inserts of placed orders up to their rows, in the order of both dialects' binds: each
+/// statement's table and columns are written once, for Postgres' `UNNEST` and SQLite's
+/// multi-row `VALUES` alike.
+macro_rules! insert_orders_into {
+    () => {
+        "INSERT INTO orders (id, customer_id, status, reason, total_cents, created_at, updated_at)"
+    };
+}
+macro_rules! insert_lines_into {
+    () => {
+        "INSERT INTO order_lines (order_id, line_no, product_id, sku, name, unit_price_cents, \
+           quantity, line_total_cents)"
+    };
+}
+macro_rules! insert_sagas_into {
+    () => {
+        "INSERT INTO sagas (order_id, stock, payment, deadline_us, settled_at, steps)"
+    };
+}
+
+/// Writes placed orders set-based — each order and its lines, its saga waiting for both
+/// participants with step 1 `placed` at the order's creation, and its `OrderPlaced` (carrying
+/// its own request's context) in the outbox, in group order — with a number of statements
+/// that does not grow with the group: one insert per table and one [`outbox::append_many`].
+/// The one write path of placement: a group commit's group, or one order with an
+/// `Idempotency-Key` as a group of one.
+///
+/// Postgres binds one array per column (`UNNEST`), so one SQL text serves every group size;
+/// SQLite gets multi-row `VALUES`, split only beyond
+/// [`shared_kernel::storage::bulk::MAX_BINDS`] parameters in one statement (3 750 lines).
+///
+/// # Errors
+/// The storage error, or the encoding error of an event; the transaction must then be rolled
+/// back (the group commit retries each order alone).
+pub async fn write_placements(tx: &mut Tx, group: &[Placed]) -> Result<(), sqlx::Error> {
+    if group.is_empty() {
+        return Ok(());
+    }
+    let orders: Vec<&Order> = group.iter().map(|placed| &placed.order).collect();
+    insert_orders(tx, &orders).await?;
+    insert_lines(tx, &orders).await?;
+    insert_sagas(tx, group).await?;
+    let steps: Vec<saga::NewStep> = orders
+        .iter()
+        .map(|order| (order.id.0, 1, saga::Step::Placed, None, order.created_at))
+        .collect();
+    saga::insert_steps(tx, &steps).await?;
+    let events = group
+        .iter()
+        .map(|placed| outbox::Outgoing::new(&placed_event(&placed.order), &placed.context))
+        .collect::<Result<Vec<_>, _>>()?;
+    outbox::append_many(tx, &events).await?;
     Ok(())
 }
 
-/// Inserts the order, its lines and its waiting saga.
-async fn insert_order(tx: &mut Tx, order: &Order, deadline_us: i64) -> Result<(), sqlx::Error> {
-    with_tx!(tx, |conn| {
-        sqlx::query(
-            "INSERT INTO orders (id, customer_id, status, reason, total_cents, created_at, updated_at) \
-             VALUES ($1, $2, $3, NULL, $4, $5, $5)",
-        )
-        .bind(order.id.0)
-        .bind(order.customer_id)
-        .bind(order.status.as_str())
-        .bind(order.total_cents)
-        .bind(order.created_at)
-        .execute(&mut *conn)
-        .await?;
-        for (n, line) in order.items.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO order_lines (order_id, line_no, product_id, sku, name, \
-                   unit_price_cents, quantity, line_total_cents) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(order.id.0)
-            .bind(i32::try_from(n).unwrap_or(i32::MAX))
-            .bind(line.product_id)
-            .bind(&line.sku)
-            .bind(&line.name)
-            .bind(line.unit_price_cents)
-            .bind(line.quantity)
-            .bind(line.line_total_cents)
-            .execute(&mut *conn)
-            .await?;
-        }
-        sqlx::query(
-            "INSERT INTO sagas (order_id, stock, payment, deadline_us, settled_at, steps) \
-             VALUES ($1, $2, $2, $3, NULL, 1)",
-        )
-        .bind(order.id.0)
-        .bind(orders_api::Participant::Waiting.as_str())
-        .bind(deadline_us)
-        .execute(&mut *conn)
+/// Inserts the orders, in their status without a reason, updated when created.
+async fn insert_orders(tx: &mut Tx, orders: &[&Order]) -> Result<(), sqlx::Error> {
+    match &mut tx.conn {
+        TxConn::Postgres(conn) => sqlx::query(concat!(
+            insert_orders_into!(),
+            " SELECT v.id, v.customer_id, v.status, NULL, v.total_cents, v.created_at, \
+               v.created_at \
+             FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::int8[], $5::timestamptz[]) \
+               AS v(id, customer_id, status, total_cents, created_at)"
+        ))
+        .bind(column(orders, |o| o.id.0))
+        .bind(column(orders, |o| o.customer_id))
+        .bind(column(orders, |o| o.status.as_str()))
+        .bind(column(orders, |o| o.total_cents))
+        .bind(column(orders, |o| o.created_at))
+        .execute(&mut **conn)
         .await
-        .map(drop)
-    })
+        .map(drop),
+        TxConn::Sqlite(_) => {
+            shared_kernel::bulk_insert!(tx, insert_orders_into!(), 7, orders, |q, o| q
+                .bind(o.id.0)
+                .bind(o.customer_id)
+                .bind(o.status.as_str())
+                .bind(None::<&str>)
+                .bind(o.total_cents)
+                .bind(o.created_at)
+                .bind(o.created_at))
+        }
+    }
+}
+
+/// Inserts the lines of all the orders, numbered from 0 in each order.
+async fn insert_lines(tx: &mut Tx, orders: &[&Order]) -> Result<(), sqlx::Error> {
+    let lines: Vec<(Uuid, i32, &OrderLine)> = orders
+        .iter()
+        .flat_map(|order| {
+            (0..)
+                .zip(&order.items)
+                .map(|(n, line)| (order.id.0, n, line))
+        })
+        .collect();
+    match &mut tx.conn {
+        TxConn::Postgres(conn) => sqlx::query(concat!(
+            insert_lines_into!(),
+            " SELECT * FROM UNNEST($1::uuid[], $2::int4[], $3::uuid[], $4::text[], $5::text[], \
+               $6::int8[], $7::int8[], $8::int8[])"
+        ))
+        .bind(column(&lines, |l| l.0))
+        .bind(column(&lines, |l| l.1))
+        .bind(column(&lines, |l| l.2.product_id))
+        .bind(column(&lines, |l| l.2.sku.as_str()))
+        .bind(column(&lines, |l| l.2.name.as_str()))
+        .bind(column(&lines, |l| l.2.unit_price_cents))
+        .bind(column(&lines, |l| l.2.quantity))
+        .bind(column(&lines, |l| l.2.line_total_cents))
+        .execute(&mut **conn)
+        .await
+        .map(drop),
+        TxConn::Sqlite(_) => {
+            shared_kernel::bulk_insert!(tx, insert_lines_into!(), 8, lines, |q, row| q
+                .bind(row.0)
+                .bind(row.1)
+                .bind(row.2.product_id)
+                .bind(&row.2.sku)
+                .bind(&row.2.name)
+                .bind(row.2.unit_price_cents)
+                .bind(row.2.quantity)
+                .bind(row.2.line_total_cents))
+        }
+    }
+}
+
+/// Inserts the orders' sagas: both participants waiting, open until `deadline_us`, one step.
+async fn insert_sagas(tx: &mut Tx, group: &[Placed]) -> Result<(), sqlx::Error> {
+    let waiting = orders_api::Participant::Waiting.as_str();
+    match &mut tx.conn {
+        TxConn::Postgres(conn) => sqlx::query(concat!(
+            insert_sagas_into!(),
+            " SELECT v.order_id, $3, $3, v.deadline_us, NULL, 1 \
+             FROM UNNEST($1::uuid[], $2::int8[]) AS v(order_id, deadline_us)"
+        ))
+        .bind(column(group, |p| p.order.id.0))
+        .bind(column(group, |p| p.deadline_us))
+        .bind(waiting)
+        .execute(&mut **conn)
+        .await
+        .map(drop),
+        TxConn::Sqlite(_) => {
+            shared_kernel::bulk_insert!(tx, insert_sagas_into!(), 6, group, |q, p| q
+                .bind(p.order.id.0)
+                .bind(waiting)
+                .bind(waiting)
+                .bind(p.deadline_us)
+                .bind(None::<OffsetDateTime>)
+                .bind(1_i32))
+        }
+    }
+}
+
+/// One column of `rows`, as the array Postgres' `UNNEST` takes.
+fn column<R, T>(rows: &[R], value: impl Fn(&R) -> T) -> Vec<T> {
+    rows.iter().map(value).collect()
 }
 
 /// The `OrderPlaced` event of a new order.

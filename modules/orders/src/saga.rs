@@ -286,6 +286,14 @@ async fn lock(tx: &mut Tx, order_id: Uuid) -> anyhow::Result<Option<Locked>> {
     row.map(Locked::from_row).transpose()
 }
 
+/// The insert of saga steps up to its rows, in the order of every path's binds: one step
+/// ([`record_step`]) or many ([`insert_steps`]).
+macro_rules! insert_steps_into {
+    () => {
+        "INSERT INTO saga_steps (order_id, n, step, detail, at)"
+    };
+}
+
 /// Appends step `n` to the order's saga history.
 pub(crate) async fn record_step(
     tx: &mut Tx,
@@ -296,9 +304,10 @@ pub(crate) async fn record_step(
     at: OffsetDateTime,
 ) -> Result<(), sqlx::Error> {
     with_tx!(tx, |conn| {
-        sqlx::query(
-            "INSERT INTO saga_steps (order_id, n, step, detail, at) VALUES ($1, $2, $3, $4, $5)",
-        )
+        sqlx::query(concat!(
+            insert_steps_into!(),
+            " VALUES ($1, $2, $3, $4, $5)"
+        ))
         .bind(order_id)
         .bind(n)
         .bind(step.as_str())
@@ -308,6 +317,50 @@ pub(crate) async fn record_step(
         .await
         .map(drop)
     })
+}
+
+/// One step to record: order, n, step, detail, at.
+pub(crate) type NewStep = (Uuid, i32, Step, Option<String>, OffsetDateTime);
+
+/// Appends `steps` to their sagas' histories with a number of statements that does not grow
+/// with them: what [`record_step`] does for each, for a batch of replies ([`batch`]) or a group
+/// of placements (`crate::placement`). Postgres binds one array per column (`UNNEST`), so one
+/// SQL text serves every size; SQLite gets multi-row `VALUES`, split only beyond
+/// [`shared_kernel::storage::bulk::MAX_BINDS`] parameters.
+pub(crate) async fn insert_steps(tx: &mut Tx, steps: &[NewStep]) -> Result<(), sqlx::Error> {
+    if steps.is_empty() {
+        return Ok(());
+    }
+    match &mut tx.conn {
+        TxConn::Postgres(conn) => {
+            let orders: Vec<Uuid> = steps.iter().map(|s| s.0).collect();
+            let ns: Vec<i32> = steps.iter().map(|s| s.1).collect();
+            let names: Vec<&str> = steps.iter().map(|s| s.2.as_str()).collect();
+            let details: Vec<Option<&str>> = steps.iter().map(|s| s.3.as_deref()).collect();
+            let at: Vec<OffsetDateTime> = steps.iter().map(|s| s.4).collect();
+            sqlx::query(concat!(
+                insert_steps_into!(),
+                " SELECT * FROM UNNEST($1::uuid[], $2::int4[], $3::text[], $4::text[], \
+                   $5::timestamptz[])"
+            ))
+            .bind(orders)
+            .bind(ns)
+            .bind(names)
+            .bind(details)
+            .bind(at)
+            .execute(&mut **conn)
+            .await
+            .map(drop)
+        }
+        TxConn::Sqlite(_) => {
+            shared_kernel::bulk_insert!(tx, insert_steps_into!(), 5, steps, |q, step| q
+                .bind(step.0)
+                .bind(step.1)
+                .bind(step.2.as_str())
+                .bind(step.3.as_deref())
+                .bind(step.4))
+        }
+    }
 }
 
 /// Writes the saga row after a transition: participants, step count, settled or not.

@@ -9,24 +9,11 @@ mod support;
 use orders_api::{OrderStatus, Reason};
 use serde_json::json;
 use shared_kernel::messaging::Envelope;
-use shared_kernel::storage::testing::{OnBackend, Rng, TestBackend};
-use support::{Db, Source, State, authorized, declined, product, stock_failed, stock_reserved};
+use shared_kernel::storage::testing::Rng;
+use support::{
+    Db, Pair, Source, State, authorized, declined, product, stock_failed, stock_reserved,
+};
 use uuid::Uuid;
-
-/// Two fresh databases: one applies events one by one, the other in batches.
-struct Pair {
-    each: Db,
-    batched: Db,
-}
-
-impl OnBackend for Pair {
-    async fn on_backend(backend: TestBackend, test: &'static str) -> Option<Self> {
-        Some(Self {
-            each: Db::open(backend, test).await?,
-            batched: Db::open(backend, test).await?,
-        })
-    }
-}
 
 /// An order as written before the replies: its status and reason.
 type Order = (Uuid, OrderStatus, Option<Reason>);

@@ -39,10 +39,9 @@ use shared_kernel::storage::{Tx, TxConn, bulk};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{Locked, LockedRow, Reply, Settlement, Step, locked_columns, unknown_order};
-
-/// One step to record: order, n, step, detail.
-type NewStep = (Uuid, i32, Step, Option<String>);
+use super::{
+    Locked, LockedRow, NewStep, Reply, Settlement, insert_steps, locked_columns, unknown_order,
+};
 
 /// What the replay leaves to write.
 #[derive(Default)]
@@ -74,10 +73,10 @@ pub(crate) async fn apply_replies(
     outbox::lock(tx).await?;
     let mut sagas = lock_all(tx, &order_ids).await?;
 
-    let replayed = replay(&mut sagas, replies)?;
+    let replayed = replay(&mut sagas, replies, now)?;
 
     // The net result.
-    insert_steps(tx, &replayed.steps, now).await?;
+    insert_steps(tx, &replayed.steps).await?;
     let mut settled_at: HashMap<Uuid, OffsetDateTime> = HashMap::new();
     let mut moves: Vec<(Uuid, &Settlement)> = Vec::new();
     for (order_id, settlement, _) in &replayed.settlements {
@@ -106,10 +105,11 @@ pub(crate) async fn apply_replies(
 }
 
 /// Replays the replies, in seq order, on the locked sagas (those of unknown orders are
-/// missing): what each records, settles and publishes.
+/// missing): what each records (at `now`), settles and publishes.
 fn replay(
     sagas: &mut BTreeMap<Uuid, Locked>,
     replies: Vec<(usize, &Envelope, Reply)>,
+    now: OffsetDateTime,
 ) -> Result<Replayed, BatchError> {
     let mut replayed = Replayed::default();
     for (i, envelope, reply) in replies {
@@ -131,7 +131,7 @@ fn replay(
         let replied = saga.reply(reply);
         replayed
             .steps
-            .push((order_id, replied.n, replied.step, replied.detail));
+            .push((order_id, replied.n, replied.step, replied.detail, now));
         let Some(settlement) = replied.settlement else {
             tracing::debug!(n = replied.n, "Reply recorded.");
             continue;
@@ -148,6 +148,7 @@ fn replay(
             settlement.n,
             settlement.step,
             settlement.reason.map(|r| r.as_str().to_owned()),
+            now,
         ));
         let event = settlement
             .event(order_id, &context)
@@ -209,51 +210,6 @@ async fn lock_all(tx: &mut Tx, orders: &[Uuid]) -> anyhow::Result<BTreeMap<Uuid,
             },
         )
         .collect()
-}
-
-/// Inserts the steps, each at `at`.
-async fn insert_steps(
-    tx: &mut Tx,
-    steps: &[NewStep],
-    at: OffsetDateTime,
-) -> Result<(), sqlx::Error> {
-    if steps.is_empty() {
-        return Ok(());
-    }
-    match &mut tx.conn {
-        TxConn::Postgres(conn) => {
-            let orders: Vec<Uuid> = steps.iter().map(|s| s.0).collect();
-            let ns: Vec<i32> = steps.iter().map(|s| s.1).collect();
-            let names: Vec<&str> = steps.iter().map(|s| s.2.as_str()).collect();
-            let details: Vec<Option<&str>> = steps.iter().map(|s| s.3.as_deref()).collect();
-            sqlx::query(
-                "INSERT INTO saga_steps (order_id, n, step, detail, at) \
-                 SELECT v.order_id, v.n, v.step, v.detail, $5 \
-                 FROM UNNEST($1::uuid[], $2::int4[], $3::text[], $4::text[]) \
-                   AS v(order_id, n, step, detail)",
-            )
-            .bind(orders)
-            .bind(ns)
-            .bind(names)
-            .bind(details)
-            .bind(at)
-            .execute(&mut **conn)
-            .await
-            .map(drop)
-        }
-        TxConn::Sqlite(_) => shared_kernel::bulk_insert!(
-            tx,
-            "INSERT INTO saga_steps (order_id, n, step, detail, at)",
-            5,
-            steps,
-            |q, step| q
-                .bind(step.0)
-                .bind(step.1)
-                .bind(step.2.as_str())
-                .bind(step.3.as_deref())
-                .bind(at)
-        ),
-    }
 }
 
 /// A saga to write: its order, its state after the replay, its settlement time if the batch

@@ -1,6 +1,6 @@
-//! What the saga batch tests share: an orders database, orders and sagas written with fixed
-//! ids (so that two databases can be given the same orders), participants' replies and
-//! product events in envelopes, and the state to compare.
+//! What the saga batch and placement tests share: an orders database (and a pair of them),
+//! orders and sagas written with fixed ids (so that two databases can be given the same
+//! orders), participants' replies and product events in envelopes, and the state to compare.
 
 #![allow(dead_code, clippy::unwrap_used)]
 
@@ -67,6 +67,22 @@ pub struct Db {
 impl OnBackend for Db {
     async fn on_backend(backend: TestBackend, test: &'static str) -> Option<Self> {
         Db::open(backend, test).await
+    }
+}
+
+/// Two fresh databases given the same work: one applies it one by one, the other in batches
+/// (or groups).
+pub struct Pair {
+    pub each: Db,
+    pub batched: Db,
+}
+
+impl OnBackend for Pair {
+    async fn on_backend(backend: TestBackend, test: &'static str) -> Option<Self> {
+        Some(Self {
+            each: Db::open(backend, test).await?,
+            batched: Db::open(backend, test).await?,
+        })
     }
 }
 
