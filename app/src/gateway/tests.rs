@@ -181,6 +181,10 @@ impl InventoryApi for FakeInventory {
         Err(InventoryError::ProductNotFound(id))
     }
 
+    async fn get_products(&self, _: &[ProductId]) -> Result<Vec<Product>, InventoryError> {
+        Ok(Vec::new())
+    }
+
     async fn update_product(
         &self,
         _: ProductId,

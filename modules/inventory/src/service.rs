@@ -79,6 +79,15 @@ type ReservationRow = (
     Option<i64>,
 );
 
+/// [`InventoryApi::get_products`]: binds the product ids as one [`IdSet`].
+fn products_sql(postgres: bool) -> String {
+    format!(
+        "SELECT id, sku, name, price_cents, created_at, updated_at FROM products \
+         WHERE {} ORDER BY id",
+        IdSet::matches("id", 1, postgres)
+    )
+}
+
 /// [`InventoryApi::reservations`]: binds the order ids as one [`IdSet`].
 fn reservations_sql(postgres: bool) -> String {
     format!(
@@ -205,6 +214,24 @@ impl InventoryApi for Inventory {
         .map_err(|e| self.storage(e))?;
         row.map(Product::from)
             .ok_or(InventoryError::ProductNotFound(id))
+    }
+
+    async fn get_products(&self, ids: &[ProductId]) -> Result<Vec<Product>, InventoryError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let reader = self.db.reader()?;
+        let sql = products_sql(reader.is_postgres());
+        let ids = IdSet(ids.iter().map(|id| id.0).collect());
+        let rows: Vec<ProductRow> = with_reader!(reader, |pool| {
+            // Only the placeholder is generated; the ids are bound.
+            sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
+                .bind(&ids)
+                .fetch_all(pool)
+                .await
+        })
+        .map_err(|e| self.storage(e))?;
+        Ok(rows.into_iter().map(Product::from).collect())
     }
 
     async fn update_product(

@@ -217,6 +217,21 @@ fn order_event(kind: &str, order: OrderId) -> (String, Value) {
 }
 
 shared_kernel::both_backends! {
+    async fn products_are_read_many_at_once_in_id_order_without_the_unknown(fx: Fixture) {
+        let mut made = Vec::new();
+        for sku in ["P-1", "P-2", "P-3"] {
+            made.push(fx.inventory.get_product(fx.product(sku).await).await.unwrap());
+        }
+        let unknown = ProductId(Uuid::now_v7());
+        let asked = [made[2].id, unknown, made[0].id, made[2].id];
+        let found = fx.inventory.get_products(&asked).await.unwrap();
+        let mut expected = vec![made[0].clone(), made[2].clone()];
+        expected.sort_by_key(|p| p.id.0);
+        assert_eq!(found, expected);
+        assert_eq!(fx.inventory.get_products(&[]).await.unwrap(), []);
+        assert_eq!(fx.inventory.get_products(&[unknown]).await.unwrap(), []);
+    }
+
     async fn draws_from_the_warehouses_with_most_available_first(fx: Fixture) {
         let p = fx.product("P-1").await;
         fx.stock(p, "north", 2).await;

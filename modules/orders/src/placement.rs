@@ -8,12 +8,12 @@
 //! store through one set-based write ([`write_placements`], a lone order as a group of one), so
 //! a group costs the statements of one order, not one order's statements per order.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use customers_api::{CustomerId, CustomersApi, CustomersError};
-use futures::future::join_all;
 use inventory_api::{InventoryApi, InventoryError, Product, ProductId};
 use orders_api::events::{OrderPlaced, PlacedLine};
 use orders_api::{NewOrder, Order, OrderId, OrderLine, OrderStatus, OrdersError};
@@ -172,16 +172,16 @@ impl Placements {
         Ok(placed.order)
     }
 
-    /// Checks the customer and reads every product, concurrently; unknown ones are field
-    /// errors, an unreachable module is [`OrdersError::Unavailable`].
+    /// Checks the customer and reads every product (one read for all lines), concurrently;
+    /// unknown ones are field errors, an unreachable module is [`OrdersError::Unavailable`].
     async fn look_up(&self, input: &NewOrder) -> Result<Vec<Product>, OrdersError> {
+        let ids: Vec<ProductId> = input
+            .items
+            .iter()
+            .map(|item| ProductId(item.product_id))
+            .collect();
         let customer = self.customers.get(CustomerId(input.customer_id));
-        let products = join_all(
-            input
-                .items
-                .iter()
-                .map(|item| self.inventory.get_product(ProductId(item.product_id))),
-        );
+        let products = self.inventory.get_products(&ids);
         let (customer, products) = futures::join!(customer, products);
         let mut errors = Vec::new();
         match customer {
@@ -192,18 +192,20 @@ impl Placements {
             Err(CustomersError::Unavailable) => return Err(OrdersError::Unavailable("customers")),
             Err(e) => return Err(OrdersError::Unexpected(Box::new(e))),
         }
-        let mut found = Vec::with_capacity(products.len());
-        for (i, product) in products.into_iter().enumerate() {
-            match product {
-                Ok(product) => found.push(product),
-                Err(InventoryError::ProductNotFound(_)) => errors.push(FieldError::new(
+        let products = match products {
+            Ok(products) => products,
+            Err(InventoryError::Unavailable) => return Err(OrdersError::Unavailable("inventory")),
+            Err(e) => return Err(OrdersError::Unexpected(Box::new(e))),
+        };
+        let by_id: HashMap<ProductId, Product> = products.into_iter().map(|p| (p.id, p)).collect();
+        let mut found = Vec::with_capacity(ids.len());
+        for (i, id) in ids.iter().enumerate() {
+            match by_id.get(id) {
+                Some(product) => found.push(product.clone()),
+                None => errors.push(FieldError::new(
                     format!("items[{i}].product_id"),
                     "no product with this id",
                 )),
-                Err(InventoryError::Unavailable) => {
-                    return Err(OrdersError::Unavailable("inventory"));
-                }
-                Err(e) => return Err(OrdersError::Unexpected(Box::new(e))),
             }
         }
         if errors.is_empty() {

@@ -226,6 +226,13 @@ pub trait InventoryApi: Send + Sync + 'static {
     /// - [`InventoryError::ProductNotFound`]; [`InventoryError::Unavailable`].
     async fn get_product(&self, id: ProductId) -> Result<Product, InventoryError>;
 
+    /// Reads the products among `ids` that exist, in id order; unknown ids are left out. One
+    /// indexed read for them all (placing an order looks up every line's product).
+    ///
+    /// # Errors
+    /// - [`InventoryError::Unavailable`].
+    async fn get_products(&self, ids: &[ProductId]) -> Result<Vec<Product>, InventoryError>;
+
     /// Changes a product's name and/or price.
     ///
     /// # Errors
