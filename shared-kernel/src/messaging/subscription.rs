@@ -20,7 +20,7 @@ use super::event::{Envelope, EventContext};
 use super::log::EventLog;
 use super::{dead_letters, outbox};
 use crate::clock;
-use crate::storage::{ModuleDb, StorageError, Tx, TxConn};
+use crate::storage::{ModuleDb, StorageError, Tx, TxConn, bulk};
 use crate::with_tx;
 
 /// Applies events of one source inside the consumer's transaction.
@@ -411,22 +411,25 @@ pub(crate) async fn apply(
     Ok(())
 }
 
-/// Applies a batch with no parked events in the way: the inbox rows of all its wanted events
-/// go in with one statement per chunk, then the handler applies those not applied before, in
-/// seq order — two or more with one [`Handler::handle_batch`] call per chunk, in a `batch`
-/// span; one alone, or every one when `one_by_one` (the batch is being isolated), through
-/// [`Handler::handle`].
+/// Applies a batch with no parked events in the way: the inbox rows of its `wanted` events go
+/// in with one statement per chunk (the first chunk's already in, when `recorded` holds the
+/// ids it found new), then the handler applies those not applied before, in seq order — two
+/// or more with one [`Handler::handle_batch`] call per chunk, in a `batch` span; one alone, or
+/// every one when `one_by_one` (the batch is being isolated), through [`Handler::handle`].
 async fn apply_batch(
     tx: &mut Tx,
     subscription: &Subscription,
-    events: &[Envelope],
+    wanted: &[&Envelope],
+    mut recorded: Option<HashSet<Uuid>>,
     one_by_one: bool,
 ) -> Result<(), StepError> {
-    let wanted: Vec<&Envelope> = events.iter().filter(|e| wanted(subscription, e)).collect();
     let handler = subscription.handler.as_ref();
     let mut prepared = false;
     for chunk in wanted.chunks(INBOX_ROWS_PER_STATEMENT) {
-        let fresh = record_all_in_inbox(tx, &subscription.name, chunk).await?;
+        let fresh = match recorded.take() {
+            Some(fresh) => fresh,
+            None => record_all_in_inbox(tx, &subscription.name, chunk).await?,
+        };
         let fresh: Vec<&Envelope> = chunk
             .iter()
             .copied()
@@ -693,11 +696,21 @@ async fn attempt(
             *cursor = Some(known);
             return Ok(Step::Idle);
         };
+        let wanted: Vec<&Envelope> = events.iter().filter(|e| wanted(subscription, e)).collect();
+        let first = &wanted[..wanted.len().min(INBOX_ROWS_PER_STATEMENT)];
         let lock_outbox = subscription.handler.locks_outbox();
-        if !move_checkpoint(&mut tx, &subscription.name, (known.seq, last), lock_outbox).await? {
+        let Some(fresh) = move_checkpoint(
+            &mut tx,
+            &subscription.name,
+            (known.seq, last),
+            lock_outbox,
+            first,
+        )
+        .await?
+        else {
             return Ok(Step::Stale);
-        }
-        apply_events(&mut tx, subscription, &events, false, false).await?;
+        };
+        apply_batch(&mut tx, subscription, &wanted, Some(fresh), false).await?;
         tx.commit().await?;
         *cursor = Some(Cursor { seq: last });
         let full = i64::try_from(events.len()).unwrap_or(i64::MAX) >= config.batch_size;
@@ -784,52 +797,92 @@ async fn apply_events(
         }
         Ok(())
     } else {
-        apply_batch(tx, subscription, events, isolate).await
+        let wanted: Vec<&Envelope> = events.iter().filter(|e| wanted(subscription, e)).collect();
+        apply_batch(tx, subscription, &wanted, None, isolate).await
     }
 }
 
-/// Moves the checkpoint from `from` to `to` if it is at `from`, locking its row (Postgres);
-/// `false` when it is elsewhere. With `lock_outbox`, the same statement takes the outbox lock
-/// on Postgres (what [`prepare`] would take next, one round trip later): the batch's first
-/// statement is then its lock, as the lock-order rule asks.
+/// Moves the checkpoint from `from` to `to` if it is at `from`, and records `events` (the
+/// batch's first chunk of wanted events) in the inbox, in one statement (one command to
+/// SQLite's connection thread, one round trip to Postgres); with `lock_outbox`, the same
+/// statement takes the outbox lock on Postgres, what [`prepare`] would take next, so the lock
+/// is still the batch's first. Returns the ids of the events not applied before, or `None`
+/// when the checkpoint is elsewhere: the caller then drops the transaction, inbox rows and
+/// all.
 async fn move_checkpoint(
     tx: &mut Tx,
     name: &str,
     (from, to): (i64, i64),
     lock_outbox: bool,
-) -> Result<bool, sqlx::Error> {
+    events: &[&Envelope],
+) -> Result<Option<HashSet<Uuid>>, sqlx::Error> {
     let now = clock::now();
-    let moved = match &mut tx.conn {
-        TxConn::Postgres(conn) if lock_outbox => sqlx::query(
-            "WITH outbox_lock AS (SELECT seq FROM outbox_head WHERE id = 1 FOR UPDATE) \
-             UPDATE subscription_checkpoints SET seq = $3, updated_at = $4 \
-             WHERE name = $1 AND seq = $2 AND EXISTS (SELECT FROM outbox_lock)",
-        )
-        .bind(name)
-        .bind(from)
-        .bind(to)
-        .bind(now)
-        .execute(&mut **conn)
-        .await
-        .map(|done| done.rows_affected())?,
-        _ => with_tx!(tx, |conn| {
-            sqlx::query(
-                "UPDATE subscription_checkpoints SET seq = $3, updated_at = $4 \
-                 WHERE name = $1 AND seq = $2",
+    // Each row says what it is: `moved` (the checkpoint's row) or `fresh` (a new inbox row).
+    let rows: Vec<(String, Option<Uuid>)> =
+        match &mut tx.conn {
+            TxConn::Postgres(conn) => sqlx::query_as(
+                "WITH outbox_lock AS (SELECT seq FROM outbox_head WHERE id = 1 AND $5 FOR UPDATE), \
+                 moved AS (UPDATE subscription_checkpoints SET seq = $3, updated_at = $4 \
+                   WHERE name = $1 AND seq = $2 AND (NOT $5 OR EXISTS (SELECT FROM outbox_lock)) \
+                   RETURNING seq), \
+                 fresh AS (INSERT INTO inbox (subscription, event_id, seq, processed_at) \
+                   SELECT $1, e.id, e.seq, $4 FROM UNNEST($6::uuid[], $7::int8[]) AS e(id, seq) \
+                   WHERE EXISTS (SELECT FROM moved) \
+                   ON CONFLICT (subscription, event_id) DO NOTHING RETURNING event_id) \
+                 SELECT 'moved', NULL::uuid FROM moved \
+                 UNION ALL SELECT 'fresh', event_id FROM fresh",
             )
             .bind(name)
             .bind(from)
             .bind(to)
             .bind(now)
-            .execute(conn)
-            .await
-            .map(|done| done.rows_affected())
-        })?,
-    };
-    if moved == 1 && lock_outbox && tx.is_postgres() {
+            .bind(lock_outbox)
+            .bind(events.iter().map(|e| e.id).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| e.seq).collect::<Vec<_>>())
+            .fetch_all(&mut **conn)
+            .await?,
+            TxConn::Sqlite(conn) => {
+                // Two statements in one text: sqlx runs them in order in one command, `$N` naming
+                // the same argument in both. The single writer makes a lock unnecessary.
+                let mut sql = String::from(
+                    "UPDATE subscription_checkpoints SET seq = $3, updated_at = $4 \
+                 WHERE name = $1 AND seq = $2 RETURNING 'moved', NULL",
+                );
+                if !events.is_empty() {
+                    sql.push_str(
+                        "; INSERT INTO inbox (subscription, event_id, seq, processed_at) VALUES ",
+                    );
+                    for i in 0..events.len() {
+                        let id = 5 + 2 * i;
+                        if i > 0 {
+                            sql.push_str(", ");
+                        }
+                        sql.push_str(&format!("($1, ${id}, ${}, $4)", id + 1));
+                    }
+                    sql.push_str(
+                    " ON CONFLICT (subscription, event_id) DO NOTHING RETURNING 'fresh', event_id",
+                );
+                }
+                // Only placeholders are generated; every value is bound.
+                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                    .persistent(bulk::cached(events.len()))
+                    .bind(name)
+                    .bind(from)
+                    .bind(to)
+                    .bind(now);
+                for event in events {
+                    query = query.bind(event.id).bind(event.seq);
+                }
+                query.fetch_all(&mut **conn).await?
+            }
+        };
+    if !rows.iter().any(|(kind, _)| kind == "moved") {
+        return Ok(None);
+    }
+    if lock_outbox && tx.is_postgres() {
         tx.outbox_locked = true;
     }
-    Ok(moved == 1)
+    Ok(Some(rows.into_iter().filter_map(|(_, id)| id).collect()))
 }
 
 async fn commit_checkpoint(

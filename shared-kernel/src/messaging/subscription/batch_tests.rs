@@ -89,7 +89,8 @@ async fn log_of_batch(
     {
         let _default = tracing::subscriber::set_default(subscriber);
         let mut tx = db.begin().await.unwrap();
-        apply_batch(&mut tx, &subscription, &events, isolate)
+        let events: Vec<&Envelope> = events.iter().collect();
+        apply_batch(&mut tx, &subscription, &events, None, isolate)
             .await
             .unwrap_or_else(|_| panic!("the batch applies"));
         drop(tx);

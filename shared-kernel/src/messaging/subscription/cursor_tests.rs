@@ -32,6 +32,20 @@ impl Handler for Arc<FirstFails> {
     }
 }
 
+/// The scratch database's subscription to itself through a [`FirstFails`] (not failing), its
+/// checkpoint created, and the log it reads.
+async fn subscribed(db: &ModuleDb) -> (Arc<FirstFails>, Subscription, OutboxLog) {
+    let handler = Arc::new(FirstFails::default());
+    let subscription = Subscription::named(
+        "scratch<-scratch",
+        "scratch",
+        "scratch",
+        Arc::new(Arc::clone(&handler)),
+    );
+    ensure_checkpoint(db, &subscription).await.unwrap();
+    (handler, subscription, OutboxLog::new(db.clone()))
+}
+
 crate::both_backends! {
     async fn a_stale_cursor_never_applies_past_an_event_another_process_parked(scratch: ScratchDb) {
         let db = &scratch.db;
@@ -84,11 +98,7 @@ crate::both_backends! {
 
     async fn a_cursor_applies_what_is_new_and_finds_a_rewind_behind_its_back(scratch: ScratchDb) {
         let db = &scratch.db;
-        let handler = Arc::new(FirstFails::default());
-        let subscription =
-            Subscription::named("scratch<-scratch", "scratch", "scratch", Arc::new(Arc::clone(&handler)));
-        ensure_checkpoint(db, &subscription).await.unwrap();
-        let log = OutboxLog::new(db.clone());
+        let (handler, subscription, log) = subscribed(db).await;
         let config = DeliveryConfig::default();
         let mut cursor = None;
         let idle = attempt(&subscription, db, &log, &config, None, false, &mut cursor).await;
@@ -116,6 +126,49 @@ crate::both_backends! {
         assert!(matches!(step, Ok(Step::Applied { seq: 4, .. })));
         // Events 2 and 3 were in the inbox: applied once each.
         assert_eq!(*handler.applied.lock().unwrap(), [1, 2, 3, 4]);
+        assert_eq!(checkpoint(db, "scratch<-scratch").await.unwrap(), 4);
+    }
+
+    async fn a_cursor_records_the_inbox_as_it_moves_and_skips_what_was_applied(scratch: ScratchDb) {
+        let db = &scratch.db;
+        let (handler, subscription, log) = subscribed(db).await;
+        let config = DeliveryConfig::default();
+        let note = |id: &str| Noted { id: id.into() };
+        let inbox = || async {
+            let rows: Vec<i64> = crate::with_reader!(db.reader().unwrap(), |pool| {
+                sqlx::query_scalar("SELECT seq FROM inbox WHERE subscription = $1 ORDER BY seq")
+                    .bind("scratch<-scratch")
+                    .fetch_all(pool)
+                    .await
+            })
+            .unwrap();
+            rows
+        };
+        let mut tx = db.begin().await.unwrap();
+        for id in ["1", "2", "3"] {
+            outbox::append(&mut tx, &note(id), &EventContext::default()).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+        let mut cursor = Some(Cursor { seq: 0 });
+        let step = attempt(&subscription, db, &log, &config, None, false, &mut cursor).await;
+        assert!(matches!(step, Ok(Step::Applied { seq: 3, .. })));
+        assert_eq!(inbox().await, [1, 2, 3]);
+
+        assert_eq!(rewind(db, "scratch<-scratch", 1).await.unwrap(), Rewound::Moved { from: 3 });
+        let mut tx = db.begin().await.unwrap();
+        outbox::append(&mut tx, &note("4"), &EventContext::default()).await.unwrap();
+        tx.commit().await.unwrap();
+        // A cursor that is wrong moves nothing, and leaves nothing of its batch in the inbox.
+        let mut wrong = Some(Cursor { seq: 0 });
+        let stale = attempt(&subscription, db, &log, &config, None, false, &mut wrong).await;
+        assert!(matches!(stale, Ok(Step::Stale)));
+        assert_eq!(inbox().await, [1, 2, 3]);
+        // One that knows the rewound checkpoint finds 2 and 3 in the inbox: only 4 is applied.
+        let mut cursor = Some(Cursor { seq: 1 });
+        let step = attempt(&subscription, db, &log, &config, None, false, &mut cursor).await;
+        assert!(matches!(step, Ok(Step::Applied { seq: 4, .. })));
+        assert_eq!(*handler.applied.lock().unwrap(), [1, 2, 3, 4]);
+        assert_eq!(inbox().await, [1, 2, 3, 4]);
         assert_eq!(checkpoint(db, "scratch<-scratch").await.unwrap(), 4);
     }
 }
