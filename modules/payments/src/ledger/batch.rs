@@ -18,7 +18,9 @@
 //! batch's streams since it was read (an HTTP credit-limit change) makes the insert a unique
 //! violation, the whole attempt rolls back to its savepoint and runs again on a fresh read
 //! ([`retry_on_conflict!`], as for one event). `payment_views`' unique order id guards "one
-//! payment per order" the same way.
+//! payment per order" the same way. On SQLite the batch holds the module's single writer from
+//! its reads to its commit, so no other writer can come between: it runs without the
+//! savepoint.
 //!
 //! Each stored and published event carries the context of the event that caused it
 //! ([`EventContext::caused_by`]): in a batch there is no current context to take.
@@ -106,8 +108,16 @@ pub(crate) async fn apply_batch(
     if commands.is_empty() {
         return Ok(());
     }
-    let (published, _) =
-        retry_on_conflict!(tx, ledger.conflicts, replay(ledger, &mut *tx, &commands))?;
+    let published = if tx.is_postgres() {
+        retry_on_conflict!(tx, ledger.conflicts, replay(ledger, &mut *tx, &commands))?.0
+    } else {
+        // The module's one writer connection is this transaction's until it ends: nothing can
+        // append between the batch's reads and its writes, so no conflict can come from
+        // another writer, and a savepoint would cost two statements for nothing. (A conflict
+        // would be a bug here; it fails the batch, whose isolation then goes event by event,
+        // through the savepoints of the per-event path.)
+        replay(ledger, &mut *tx, &commands).await?
+    };
     outbox::append_many(tx, &published).await?;
     Ok(())
 }
