@@ -690,7 +690,7 @@ async fn attempt(
         // The transaction first, then the read: on SQLite beginning waits for the module's
         // writer, and whatever the source committed meanwhile joins this batch (reading
         // first made batches smaller and commits more frequent).
-        let mut tx = consumer.begin().await?;
+        let mut tx = consumer.begin_keyed().await?;
         let events = source.read_after(known.seq, config.batch_size).await?;
         let Some(last) = events.last().map(|e| e.seq) else {
             *cursor = Some(known);
@@ -718,7 +718,7 @@ async fn attempt(
             .increment(events.len() as u64);
         return Ok(Step::Applied { seq: last, full });
     }
-    let mut tx = consumer.begin().await?;
+    let mut tx = consumer.begin_keyed().await?;
     let (from, dead_letters_open) =
         checkpoint_and_dead_letters(&mut tx, &subscription.name).await?;
     let mut events = source.read_after(from, config.batch_size).await?;

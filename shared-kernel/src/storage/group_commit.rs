@@ -202,7 +202,7 @@ impl<W: GroupWrite> Inner<W> {
 
     /// Writes `items` in one transaction and commits it.
     async fn commit(&self, items: &[W::Item]) -> Result<(), GroupCommitError<W::Error>> {
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.db.begin_keyed().await?;
         self.write
             .write(&mut tx, items)
             .await

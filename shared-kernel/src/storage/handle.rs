@@ -88,17 +88,19 @@ pub struct Tx {
     pub(crate) tag: Option<Arc<str>>,
 }
 
-/// How a module's write transaction begins on Postgres, in the same round trip as `BEGIN`.
+/// How a batch transaction (a subscription's batch, a group commit: [`ModuleDb::begin_keyed`])
+/// begins on Postgres, in the same round trip as `BEGIN`.
 ///
-/// Every statement of a write transaction reaches its rows through a key the transaction
-/// holds (an id, a batch's ids), and each has an index. Yet a statement's plan is made once per
+/// Every statement of such a transaction reaches its rows through keys the transaction holds
+/// (a batch's ids), and each has an index. Yet a statement's plan is made once per
 /// connection and then reused (a prepared statement's generic plan), and the plan made while a
 /// table was small — every table of a new store — joins a batch's ids to it with a hash join
 /// over a sequential scan. Nothing re-plans it until the table is analyzed, which autovacuum
 /// does only after a minute and more, so the scan grows with the table: a 15-second benchmark on
 /// a fresh store read 12 million rows of `orders.sagas` this way. Sequential scans being
 /// costed as a last resort here, the plans seek their keys at any size; a statement with no
-/// index to use still scans.
+/// index to use still scans. Other write transactions begin plainly: maintenance (pruning, a
+/// projection's rebuild) reads whole tables, which a sequential scan serves best.
 const BEGIN_KEYED: &str = "BEGIN; SET LOCAL enable_seqscan = off";
 
 /// How many commits' announcements a slow [`ModuleDb::committed_events`] receiver may fall
@@ -343,9 +345,20 @@ impl Db {
     }
 
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+        self.begin_as(false).await
+    }
+
+    /// [`Db::begin`] for a batch transaction, whose statements all reach their rows by keys it
+    /// holds (see [`BEGIN_KEYED`]).
+    pub async fn begin_keyed(&self) -> Result<Tx, sqlx::Error> {
+        self.begin_as(true).await
+    }
+
+    async fn begin_as(&self, keyed: bool) -> Result<Tx, sqlx::Error> {
         let conn = match self {
             Db::Sqlite { writer, .. } => TxConn::Sqlite(writer.begin().await?),
-            Db::Postgres(pool) => TxConn::Postgres(pool.begin_with(BEGIN_KEYED).await?),
+            Db::Postgres(pool) if keyed => TxConn::Postgres(pool.begin_with(BEGIN_KEYED).await?),
+            Db::Postgres(pool) => TxConn::Postgres(pool.begin().await?),
         };
         Ok(Tx {
             conn,
@@ -533,7 +546,24 @@ impl ModuleDb {
     }
 
     pub async fn begin(&self) -> Result<Tx, StorageError> {
-        let mut tx = self.db()?.begin().await.map_err(|e| self.classify(e))?;
+        self.begin_as(false).await
+    }
+
+    /// A write transaction for a batch whose statements all reach their rows by the keys it
+    /// holds: on Postgres its plans seek those keys even when they were made on a small table
+    /// (see `BEGIN_KEYED`); on SQLite the same as [`ModuleDb::begin`].
+    pub async fn begin_keyed(&self) -> Result<Tx, StorageError> {
+        self.begin_as(true).await
+    }
+
+    async fn begin_as(&self, keyed: bool) -> Result<Tx, StorageError> {
+        let db = self.db()?;
+        let begun = if keyed {
+            db.begin_keyed().await
+        } else {
+            db.begin().await
+        };
+        let mut tx = begun.map_err(|e| self.classify(e))?;
         tx.commits = Some(self.inner.commits.clone());
         tx.committed = Some(self.inner.committed.clone());
         tx.module = Some(self.inner.module);
@@ -615,10 +645,11 @@ mod tests {
     use crate::storage::testing::{OnBackend, ScratchDb, TestBackend};
 
     /// The generic plan (what a prepared statement runs once reused) of a batch's keyed join
-    /// made in a write transaction while the table is empty, as on a new store: it seeks the
-    /// keys through the index, so it stays cheap as the table grows.
+    /// made in a batch transaction while the table is empty, as on a new store: it seeks the
+    /// keys through the index, so it stays cheap as the table grows. Other transactions keep
+    /// the planner's defaults.
     #[tokio::test]
-    async fn a_write_transaction_plans_a_keyed_join_on_an_empty_table_as_index_seeks() {
+    async fn a_batch_transaction_plans_a_keyed_join_on_an_empty_table_as_index_seeks() {
         let Some(scratch) = ScratchDb::on_backend(TestBackend::Postgres, "keyed_plans").await
         else {
             return;
@@ -626,7 +657,17 @@ mod tests {
         scratch
             .execute("CREATE TABLE keyed (id uuid PRIMARY KEY, n int8 NOT NULL)")
             .await;
-        let mut tx = scratch.db.begin().await.unwrap();
+        let mut plain = scratch.db.begin().await.unwrap();
+        let TxConn::Postgres(conn) = &mut plain.conn else {
+            panic!("a Postgres transaction");
+        };
+        let seqscan: String = sqlx::query_scalar("SHOW enable_seqscan")
+            .fetch_one(&mut **conn)
+            .await
+            .unwrap();
+        assert_eq!(seqscan, "on");
+        drop(plain);
+        let mut tx = scratch.db.begin_keyed().await.unwrap();
         let TxConn::Postgres(conn) = &mut tx.conn else {
             panic!("a Postgres transaction");
         };
