@@ -180,7 +180,7 @@ impl Orders {
     }
 
     /// The durable saga timer: rejects open sagas at their deadline until `stop` turns true
-    /// (see [`saga::Deadlines`]).
+    /// (the crate-private `saga::Deadlines`).
     pub async fn run_deadlines(&self, stop: tokio::sync::watch::Receiver<bool>) {
         saga::Deadlines {
             db: self.db.clone(),
