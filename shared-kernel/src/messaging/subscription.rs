@@ -714,8 +714,7 @@ async fn attempt(
         tx.commit().await?;
         *cursor = Some(Cursor { seq: last });
         let full = i64::try_from(events.len()).unwrap_or(i64::MAX) >= config.batch_size;
-        metrics::counter!("bounded_events_handled_total", "subscription" => subscription.name.clone())
-            .increment(events.len() as u64);
+        count_handled(subscription, events.len());
         return Ok(Step::Applied { seq: last, full });
     }
     let mut tx = consumer.begin_keyed().await?;
@@ -763,9 +762,14 @@ async fn attempt(
     if !dead_letters_open {
         *cursor = Some(Cursor { seq: last });
     }
-    metrics::counter!("bounded_events_handled_total", "subscription" => subscription.name.clone())
-        .increment(events.len() as u64);
+    count_handled(subscription, events.len());
     Ok(step)
+}
+
+/// Adds `count` to the events `subscription` handled.
+fn count_handled(subscription: &Subscription, count: usize) {
+    metrics::counter!("bounded_events_handled_total", "subscription" => subscription.name.clone())
+        .increment(count as u64);
 }
 
 /// Applies `events` inside `tx`: when `dead_letters_open`, one at a time, holding back (as
@@ -849,19 +853,13 @@ async fn move_checkpoint(
                  WHERE name = $1 AND seq = $2 RETURNING 'moved', NULL",
                 );
                 if !events.is_empty() {
-                    sql.push_str(
-                        "; INSERT INTO inbox (subscription, event_id, seq, processed_at) VALUES ",
-                    );
-                    for i in 0..events.len() {
-                        let id = 5 + 2 * i;
-                        if i > 0 {
-                            sql.push_str(", ");
-                        }
-                        sql.push_str(&format!("($1, ${id}, ${}, $4)", id + 1));
-                    }
-                    sql.push_str(
-                    " ON CONFLICT (subscription, event_id) DO NOTHING RETURNING 'fresh', event_id",
-                );
+                    sql.push_str("; ");
+                    sql.push_str(&sqlite_inbox_insert(
+                        events.len(),
+                        5,
+                        4,
+                        "'fresh', event_id",
+                    ));
                 }
                 // Only placeholders are generated; every value is bound.
                 let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql))
@@ -939,28 +937,55 @@ async fn record_all_in_inbox(
     if events.is_empty() {
         return Ok(HashSet::new());
     }
-    // `$1` is the subscription and `$2` the time for every row; each event adds its id and seq.
+    let now = clock::now();
+    let fresh: Vec<Uuid> = match &mut tx.conn {
+        // One SQL text for any number of events.
+        TxConn::Postgres(conn) => {
+            sqlx::query_scalar(
+                "INSERT INTO inbox (subscription, event_id, seq, processed_at) \
+                 SELECT $1, e.id, e.seq, $2 FROM UNNEST($3::uuid[], $4::int8[]) AS e(id, seq) \
+                 ON CONFLICT (subscription, event_id) DO NOTHING RETURNING event_id",
+            )
+            .bind(subscription)
+            .bind(now)
+            .bind(events.iter().map(|e| e.id).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| e.seq).collect::<Vec<_>>())
+            .fetch_all(&mut **conn)
+            .await?
+        }
+        TxConn::Sqlite(conn) => {
+            let sql = sqlite_inbox_insert(events.len(), 3, 2, "event_id");
+            // Only placeholders are generated; every value is bound.
+            let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .persistent(bulk::cached(events.len()))
+                .bind(subscription)
+                .bind(now);
+            for event in events {
+                query = query.bind(event.id).bind(event.seq);
+            }
+            query.fetch_all(&mut **conn).await?
+        }
+    };
+    Ok(fresh.into_iter().collect())
+}
+
+/// SQLite's inbox insert of `count` events, the subscription bound at `$1` and the time at
+/// `$time`, each event's id and seq from `$first` on:
+/// `INSERT INTO inbox … VALUES ($1, $first, $first+1, $time), … ON CONFLICT … DO NOTHING
+/// RETURNING <returning>`.
+fn sqlite_inbox_insert(count: usize, first: usize, time: usize, returning: &str) -> String {
     let mut sql =
         String::from("INSERT INTO inbox (subscription, event_id, seq, processed_at) VALUES ");
-    for i in 0..events.len() {
-        let id = 3 + 2 * i;
+    for i in 0..count {
+        let id = first + 2 * i;
         if i > 0 {
             sql.push_str(", ");
         }
-        sql.push_str(&format!("($1, ${id}, ${}, $2)", id + 1));
+        sql.push_str(&format!("($1, ${id}, ${}, ${time})", id + 1));
     }
-    sql.push_str(" ON CONFLICT (subscription, event_id) DO NOTHING RETURNING event_id");
-    let fresh: Vec<Uuid> = with_tx!(tx, |conn| {
-        // Only placeholders are generated; every value is bound.
-        let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.as_str()))
-            .bind(subscription)
-            .bind(clock::now());
-        for event in events {
-            query = query.bind(event.id).bind(event.seq);
-        }
-        query.fetch_all(conn).await
-    })?;
-    Ok(fresh.into_iter().collect())
+    sql.push_str(" ON CONFLICT (subscription, event_id) DO NOTHING RETURNING ");
+    sql.push_str(returning);
+    sql
 }
 
 #[cfg(test)]

@@ -348,13 +348,9 @@ impl Db {
         self.begin_as(false).await
     }
 
-    /// [`Db::begin`] for a batch transaction, whose statements all reach their rows by keys it
-    /// holds (see [`BEGIN_KEYED`]).
-    pub async fn begin_keyed(&self) -> Result<Tx, sqlx::Error> {
-        self.begin_as(true).await
-    }
-
-    async fn begin_as(&self, keyed: bool) -> Result<Tx, sqlx::Error> {
+    /// Begins a write transaction; `keyed` for a batch transaction, whose statements all reach
+    /// their rows by keys it holds (see [`BEGIN_KEYED`]).
+    pub(crate) async fn begin_as(&self, keyed: bool) -> Result<Tx, sqlx::Error> {
         let conn = match self {
             Db::Sqlite { writer, .. } => TxConn::Sqlite(writer.begin().await?),
             Db::Postgres(pool) if keyed => TxConn::Postgres(pool.begin_with(BEGIN_KEYED).await?),
@@ -557,13 +553,11 @@ impl ModuleDb {
     }
 
     async fn begin_as(&self, keyed: bool) -> Result<Tx, StorageError> {
-        let db = self.db()?;
-        let begun = if keyed {
-            db.begin_keyed().await
-        } else {
-            db.begin().await
-        };
-        let mut tx = begun.map_err(|e| self.classify(e))?;
+        let mut tx = self
+            .db()?
+            .begin_as(keyed)
+            .await
+            .map_err(|e| self.classify(e))?;
         tx.commits = Some(self.inner.commits.clone());
         tx.committed = Some(self.inner.committed.clone());
         tx.module = Some(self.inner.module);
