@@ -220,17 +220,8 @@ impl InventoryApi for Inventory {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let reader = self.db.reader()?;
-        let sql = products_sql(reader.is_postgres());
         let ids = IdSet(ids.iter().map(|id| id.0).collect());
-        let rows: Vec<ProductRow> = with_reader!(reader, |pool| {
-            // Only the placeholder is generated; the ids are bound.
-            sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
-                .bind(&ids)
-                .fetch_all(pool)
-                .await
-        })
-        .map_err(|e| self.storage(e))?;
+        let rows: Vec<ProductRow> = ids.read(&self.db, products_sql).await?;
         Ok(rows.into_iter().map(Product::from).collect())
     }
 
@@ -401,17 +392,9 @@ impl InventoryApi for Inventory {
             return Ok(Vec::new());
         }
         // The reservations and their lines in one snapshot: a single statement on the reader.
-        let reader = self.db.reader()?;
-        let sql = reservations_sql(reader.is_postgres());
-        let ids = IdSet(order_ids.to_vec());
-        let rows: Vec<ReservationRow> = with_reader!(reader, |pool| {
-            // Only the placeholder is generated; the ids are bound.
-            sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
-                .bind(&ids)
-                .fetch_all(pool)
-                .await
-        })
-        .map_err(|e| self.storage(e))?;
+        let rows: Vec<ReservationRow> = IdSet(order_ids.to_vec())
+            .read(&self.db, reservations_sql)
+            .await?;
         let mut reservations: Vec<Reservation> = Vec::new();
         for (order_id, status, created_at, updated_at, product_id, warehouse, quantity) in rows {
             if reservations.last().is_none_or(|r| r.order_id != order_id) {

@@ -239,17 +239,8 @@ impl OrdersApi for Orders {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let reader = self.db.reader()?;
-        let sql = get_many_sql(reader.is_postgres());
         let ids = IdSet(ids.iter().map(|id| id.0).collect());
-        let rows: Vec<OrderLineRow> = with_reader!(reader, |pool| {
-            // Only the placeholder is generated; the ids are bound.
-            sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
-                .bind(&ids)
-                .fetch_all(pool)
-                .await
-        })
-        .map_err(|e| self.storage(e))?;
+        let rows: Vec<OrderLineRow> = ids.read(&self.db, get_many_sql).await?;
         orders_from_rows(rows)
     }
 

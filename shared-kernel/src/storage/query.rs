@@ -13,10 +13,12 @@
 
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
-use sqlx::postgres::PgArgumentBuffer;
-use sqlx::sqlite::SqliteArgumentsBuffer;
-use sqlx::{Encode, Postgres, Sqlite, Type};
+use sqlx::postgres::{PgArgumentBuffer, PgRow};
+use sqlx::sqlite::{SqliteArgumentsBuffer, SqliteRow};
+use sqlx::{Encode, FromRow, Postgres, Sqlite, Type};
 use uuid::Uuid;
+
+use super::{ModuleDb, StorageError};
 
 /// ` AND customer_id = $2 AND status = $3`: equality filters on the columns whose filter is
 /// set, numbered from `$first`, and the number of the next placeholder. The caller binds the
@@ -45,6 +47,32 @@ impl IdSet {
         } else {
             format!("{column} IN (SELECT unhex(value) FROM json_each(${placeholder}))")
         }
+    }
+
+    /// The rows of `sql` — its text in the reader's dialect, `sql(postgres)`, with this set bound
+    /// at `$1` (see [`IdSet::matches`]) — read on `db`'s reader: one statement for any number
+    /// of ids.
+    ///
+    /// # Errors
+    /// The storage error, classified by `db` (unavailable or unexpected).
+    pub async fn read<T>(
+        &self,
+        db: &ModuleDb,
+        sql: fn(bool) -> String,
+    ) -> Result<Vec<T>, StorageError>
+    where
+        T: for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin,
+    {
+        let reader = db.reader()?;
+        let sql = sql(reader.is_postgres());
+        crate::with_reader!(reader, |pool| {
+            // Only the placeholder is generated; the ids are bound.
+            sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
+                .bind(self)
+                .fetch_all(pool)
+                .await
+        })
+        .map_err(|e| db.classify(e))
     }
 
     /// The SQLite form: `["<32 hex digits>", …]`.
