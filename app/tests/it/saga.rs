@@ -170,7 +170,7 @@ shared_kernel::both_backends! {
                 quantity: 2,
             }],
         };
-        outbox::append(&mut tx, &again, &EventContext::default()).await.unwrap();
+        outbox::append(&mut tx, &again, &EventContext::default()).unwrap();
         tx.commit().await.unwrap();
         let payment = app.payment_of(id).await.unwrap();
         let mut tx = app.db("payments").begin().await.unwrap();
@@ -181,12 +181,12 @@ shared_kernel::both_backends! {
             amount_cents: 600,
             reason: "insufficient_credit".into(),
         };
-        outbox::append(&mut tx, &late, &EventContext::default()).await.unwrap();
+        outbox::append(&mut tx, &late, &EventContext::default()).unwrap();
         tx.commit().await.unwrap();
         // Orders repeating a confirmation: inventory must not commit twice, payments must not
         // capture twice.
         let mut tx = app.db("orders").begin().await.unwrap();
-        outbox::append(&mut tx, &OrderConfirmed { order_id }, &EventContext::default()).await.unwrap();
+        outbox::append(&mut tx, &OrderConfirmed { order_id }, &EventContext::default()).unwrap();
         tx.commit().await.unwrap();
         app.settled().await;
 

@@ -146,7 +146,6 @@ impl CustomersApi for Customers {
             email: customer.email.clone(),
         };
         outbox::append(&mut tx, &registered, &EventContext::current())
-            .await
             .map_err(|e| self.write_error(e, None))?;
         if let Some(key) = &key {
             idempotency::remember(&mut tx, SCOPE_REGISTER, key, &fingerprint, &customer)
@@ -209,7 +208,6 @@ impl CustomersApi for Customers {
             email: customer.email.clone(),
         };
         outbox::append(&mut tx, &updated, &EventContext::current())
-            .await
             .map_err(|e| self.write_error(e, None))?;
         tx.commit()
             .await

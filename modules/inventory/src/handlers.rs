@@ -36,9 +36,4 @@ impl Handler for OrderEvents {
     fn event_types(&self) -> Option<&'static [&'static str]> {
         Some(orders_api::events::TYPES)
     }
-
-    /// Stock rows are locked and events published.
-    fn locks_outbox(&self) -> bool {
-        true
-    }
 }

@@ -162,7 +162,7 @@ pub(crate) async fn reserve(tx: &mut Tx, placed: &OrderPlaced) -> anyhow::Result
         Err(shortfall) => {
             set_status(tx, order_id, ReservationStatus::Failed).await?;
             let failed = reservation_failed(order_id, shortfall);
-            outbox::append(tx, &failed, &EventContext::current()).await?;
+            outbox::append(tx, &failed, &EventContext::current())?;
             log_failed(&failed);
             return Ok(());
         }
@@ -210,7 +210,7 @@ pub(crate) async fn reserve(tx: &mut Tx, placed: &OrderPlaced) -> anyhow::Result
     }
 
     let reserved = stock_reserved(order_id, &allocations);
-    outbox::append(tx, &reserved, &EventContext::current()).await?;
+    outbox::append(tx, &reserved, &EventContext::current())?;
     log_reserved(&reserved);
     Ok(())
 }
@@ -410,7 +410,7 @@ pub(crate) async fn settle(
         }
     }
     let settled = settled_event(order_id, status, &EventContext::current())?;
-    outbox::append_many(tx, &[settled]).await?;
+    outbox::append_many(tx, [settled]);
     log_settled(order_id, status);
     Ok(())
 }

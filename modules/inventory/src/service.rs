@@ -189,9 +189,7 @@ impl InventoryApi for Inventory {
             name: product.name.clone(),
             price_cents: product.price_cents,
         };
-        outbox::append(&mut tx, &created, &EventContext::current())
-            .await
-            .map_err(|e| self.storage(e))?;
+        outbox::append(&mut tx, &created, &EventContext::current()).map_err(|e| self.storage(e))?;
         if let Some(key) = &key {
             idempotency::remember(&mut tx, SCOPE_CREATE_PRODUCT, key, &fingerprint, &product)
                 .await
@@ -262,9 +260,7 @@ impl InventoryApi for Inventory {
             name: product.name.clone(),
             price_cents: product.price_cents,
         };
-        outbox::append(&mut tx, &updated, &EventContext::current())
-            .await
-            .map_err(|e| self.storage(e))?;
+        outbox::append(&mut tx, &updated, &EventContext::current()).map_err(|e| self.storage(e))?;
         tx.commit().await.map_err(|e| self.storage(e))?;
         Ok(product)
     }

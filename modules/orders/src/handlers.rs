@@ -137,11 +137,6 @@ impl Handler for InventoryEvents {
             ProductUpdated::TYPE,
         ])
     }
-
-    /// Orders are locked and events published.
-    fn locks_outbox(&self) -> bool {
-        true
-    }
 }
 
 /// `orders<-payments`: payment replies to the saga.
@@ -203,10 +198,5 @@ impl Handler for PaymentEvents {
 
     fn event_types(&self) -> Option<&'static [&'static str]> {
         Some(&[PaymentAuthorized::TYPE, PaymentDeclined::TYPE])
-    }
-
-    /// Orders are locked and events published.
-    fn locks_outbox(&self) -> bool {
-        true
     }
 }

@@ -305,7 +305,7 @@ pub async fn write_placements(tx: &mut Tx, group: &[Placed]) -> Result<(), sqlx:
         .iter()
         .map(|placed| outbox::Outgoing::new(&placed_event(&placed.order), &placed.context))
         .collect::<Result<Vec<_>, _>>()?;
-    outbox::append_many(tx, &events).await?;
+    outbox::append_many(tx, events);
     Ok(())
 }
 

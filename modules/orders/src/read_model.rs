@@ -583,11 +583,9 @@ impl Handler for Projector {
         }
     }
 
-    /// The projector publishes nothing, but its three batches lock summary and customer rows
-    /// in data order; taking the read store's outbox lock first serializes them (the kernel's
-    /// lock-order rule, see `outbox::lock`), so they cannot deadlock on Postgres and park
-    /// events.
-    fn locks_outbox(&self) -> bool {
+    /// The projector's three batches lock summary and customer rows in data order; serialized,
+    /// they cannot deadlock on Postgres and park events.
+    fn serialized(&self) -> bool {
         true
     }
 }

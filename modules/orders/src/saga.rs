@@ -258,13 +258,11 @@ impl Settlement {
     }
 }
 
-/// Locks the order for a transition. The outbox lock comes first (see [`outbox::lock`]): two
-/// subscription batches (stock and payment replies) and the timer each lock orders and publish,
-/// and would otherwise deadlock over an order and the outbox. (In a batch the kernel has taken
-/// it already, the handlers declaring `locks_outbox`, and this costs nothing; the timer and
-/// cancel take it here.)
+/// Locks the order for a transition. Two subscription batches (stock and payment replies), the
+/// timer and cancel each lock orders, a batch many of them in order id order, so they never
+/// wait for each other in opposite orders; what they publish is written at commit, under the
+/// outbox lock each takes last (see `outbox::append_many`).
 async fn lock(tx: &mut Tx, order_id: Uuid) -> anyhow::Result<Option<Locked>> {
-    outbox::lock(tx).await?;
     let sql = match tx.conn {
         TxConn::Sqlite(_) => concat!(
             "SELECT ",
@@ -432,7 +430,7 @@ async fn write_settlement(
     .await?;
     save(tx, order_id, saga, Some(now)).await?;
     let event = settlement.event(order_id, &EventContext::current())?;
-    outbox::append_many(tx, &[event]).await?;
+    outbox::append_many(tx, [event]);
     settlement.count(saga.created_at, now);
     Ok(())
 }

@@ -34,10 +34,10 @@ impl Handler for CustomerEvents {
         Some(&[CustomerRegistered::TYPE])
     }
 
-    /// This batch publishes nothing, but it opens accounts that `payments<-orders` may open too
-    /// (on first sight of a customer): both batches take the outbox lock first, so their
-    /// inserts into account streams never wait on each other in opposite orders.
-    fn locks_outbox(&self) -> bool {
+    /// This batch opens accounts that `payments<-orders` may open too (on first sight of a
+    /// customer): both batches are serialized, so their inserts into account streams never
+    /// wait on each other in opposite orders.
+    fn serialized(&self) -> bool {
         true
     }
 }
@@ -94,8 +94,8 @@ impl Handler for OrderEvents {
         Some(orders_api::events::TYPES)
     }
 
-    /// Streams are written and events published.
-    fn locks_outbox(&self) -> bool {
+    /// Account streams are written, as `payments<-customers` writes them (see there).
+    fn serialized(&self) -> bool {
         true
     }
 }

@@ -222,7 +222,7 @@ impl Ledger {
 }
 
 async fn publish(tx: &mut Tx, event: &Published) -> Result<(), StoreError> {
-    outbox::append_many(tx, &[event.outgoing(&EventContext::current())?]).await?;
+    outbox::append_many(tx, [event.outgoing(&EventContext::current())?]);
     Ok(())
 }
 

@@ -610,18 +610,30 @@ pub fn payment_view_error(error: sqlx::Error, order_id: Uuid) -> StoreError {
     }
 }
 
-/// `SAVEPOINT`, `ROLLBACK TO SAVEPOINT` or `RELEASE SAVEPOINT` (the same SQL on both
-/// backends).
-pub async fn savepoint(tx: &mut Tx, statement: &'static str) -> Result<(), StoreError> {
-    with_tx!(tx, |conn| {
-        sqlx::query(statement).execute(conn).await.map(drop)
-    })?;
+/// What [`savepoint`] does with the savepoint of an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Savepoint {
+    Take,
+    RollBack,
+    Release,
+}
+
+/// Takes, rolls back to or releases the savepoint of an attempt, through the transaction's
+/// own savepoints ([`Tx::savepoint`]), so that a rolled-back attempt's outbox appends go with
+/// it.
+pub async fn savepoint(tx: &mut Tx, op: Savepoint) -> Result<(), StoreError> {
+    const NAME: &str = "payments_attempt";
+    match op {
+        Savepoint::Take => tx.savepoint(NAME).await?,
+        Savepoint::RollBack => tx.rollback_to_savepoint(NAME).await?,
+        Savepoint::Release => tx.release_savepoint(NAME).await?,
+    }
     Ok(())
 }
 
-pub const SAVEPOINT: &str = "SAVEPOINT payments_attempt";
-pub const ROLLBACK_TO: &str = "ROLLBACK TO SAVEPOINT payments_attempt";
-pub const RELEASE: &str = "RELEASE SAVEPOINT payments_attempt";
+pub const SAVEPOINT: Savepoint = Savepoint::Take;
+pub const ROLLBACK_TO: Savepoint = Savepoint::RollBack;
+pub const RELEASE: Savepoint = Savepoint::Release;
 
 /// Runs `$attempt` (an expression evaluating to a future of `Result<T, StoreError>`, built anew
 /// for every attempt) inside a savepoint of `$tx`, up to [`MAX_ATTEMPTS`] times while it

@@ -23,27 +23,23 @@ macro_rules! outbox_insert_columns {
 pub const NOTIFY_CHANNEL: &str = "bounded_outbox";
 
 /// Appends `event` to the module's outbox inside `tx`, the transaction of the change it
-/// describes: both commit or neither does. Returns the event's id and seq. An [`append_many`]
-/// of one event.
+/// describes: both commit or neither does. Returns the event's id. An [`append_many`] of one
+/// event.
 ///
-/// The seq comes from `outbox_head` under its row lock (Postgres) or the single writer
-/// (SQLite), so seqs are gap-free and commit in order: a reader that sees seq N has seen every
-/// seq below it.
+/// The event is written when `tx` commits ([`Tx::commit`](crate::storage::Tx::commit)), by
+/// the transaction's last statement before the commit; its seq is taken then.
 ///
 /// # Errors
-/// Besides storage errors, `sqlx::Error::InvalidArgument` naming the lock-order rule inside a
-/// subscription batch whose handler does not declare `Handler::locks_outbox`: such a batch has
-/// not taken the outbox lock first, and appending would break the lock order (see [`lock`]).
-pub async fn append<E: IntegrationEvent>(
+/// `sqlx::Error::Encode` when the event does not serialize.
+pub fn append<E: IntegrationEvent>(
     tx: &mut Tx,
     event: &E,
     context: &EventContext,
-) -> Result<(Uuid, i64), sqlx::Error> {
-    let appended = append_many(tx, &[Outgoing::new(event, context)?]).await?;
-    appended
-        .into_iter()
-        .next()
-        .ok_or_else(|| sqlx::Error::Protocol("the outbox insert returned no seq".into()))
+) -> Result<Uuid, sqlx::Error> {
+    let outgoing = Outgoing::new(event, context)?;
+    let id = outgoing.id;
+    append_many(tx, [outgoing]);
+    Ok(id)
 }
 
 /// One event on its way into the outbox, with the context it carries: what [`append_many`]
@@ -92,8 +88,27 @@ impl Outgoing {
 const SQLITE_ROWS_PER_STATEMENT: usize = 500;
 
 /// Appends `events` to the module's outbox inside `tx`, in order, with consecutive seqs: what
-/// [`append`] does for one, with a number of statements that does not grow with the events
-/// (one on Postgres; on SQLite one per 500 events). Returns each event's id and seq, in order.
+/// [`append`] does for one, so that one call can publish events of different types.
+///
+/// Nothing touches the database yet: the events wait in `tx`, and [`Tx::commit`](
+/// crate::storage::Tx::commit) writes every event the transaction appended with one statement
+/// (on SQLite one per 500 events), the last before the commit. A savepoint rolled back
+/// ([`Tx::rollback_to_savepoint`](crate::storage::Tx::rollback_to_savepoint)) takes back what
+/// was appended after it.
+///
+/// Written last, the events take their seqs from `outbox_head` under its row lock (Postgres) or
+/// the single writer (SQLite) only then, so seqs are gap-free and commit in order — a reader
+/// that sees seq N has seen every seq below it — and the outbox lock is every transaction's
+/// last lock, held for one insert and the commit. A transaction that holds it waits for no
+/// other lock, so publishing can never take part in a deadlock, in whatever order the
+/// transaction locked its rows and appended its events; and publishers of one module queue for
+/// the lock only for the end of their transactions, not the whole of them.
+pub fn append_many(tx: &mut Tx, events: impl IntoIterator<Item = Outgoing>) {
+    tx.pending.extend(events);
+}
+
+/// Writes the events `tx` appended (see [`append_many`]): for [`Tx::commit`](
+/// crate::storage::Tx::commit), just before the commit.
 ///
 /// Postgres: one statement for any number of events — a CTE moves `outbox_head` by their
 /// count under its row lock and inserts them from `UNNEST` of one array per column, numbered
@@ -101,24 +116,12 @@ const SQLITE_ROWS_PER_STATEMENT: usize = 500;
 /// materialized CTE) and the rows are inserted with one multi-row `VALUES`, each seq the head
 /// plus the row's place; the trigger `outbox_head_follows` moves the head row by row, so it
 /// ends at the last seq.
-///
-/// # Errors
-/// As [`append`]: storage errors, or the lock-order refusal inside a subscription batch whose
-/// handler does not declare `Handler::locks_outbox`.
-pub async fn append_many(
-    tx: &mut Tx,
-    events: &[Outgoing],
-) -> Result<Vec<(Uuid, i64)>, sqlx::Error> {
-    if let Some(subscription) = &tx.appends_refused_for {
-        return Err(sqlx::Error::InvalidArgument(format!(
-            "{subscription}: the handler appended to the outbox without declaring it \
-             (`Handler::locks_outbox`); a batch that may publish takes the outbox lock first \
-             (the lock-order rule, see `outbox::lock`)"
-        )));
-    }
+pub(crate) async fn write(tx: &mut Tx) -> Result<(), sqlx::Error> {
+    let events = std::mem::take(&mut tx.pending);
     if events.is_empty() {
-        return Ok(Vec::new());
+        return Ok(());
     }
+    let events = events.as_slice();
     let now = clock::now();
     let mut seqs: Vec<(i64, Uuid)> = Vec::with_capacity(events.len());
     match &mut tx.conn {
@@ -224,34 +227,6 @@ pub async fn append_many(
                 event_type: event.event_type,
             }),
     );
-    Ok(seqs.into_iter().map(|(seq, id)| (id, seq)).collect())
-}
-
-/// Takes the outbox's append lock now rather than at the first [`append`] (Postgres; SQLite's
-/// single writer serializes writers anyway). Every transaction of a module that both locks
-/// rows and may publish takes it **first**: then all of them lock in one order — the outbox,
-/// then rows — and two of them can never deadlock, one holding a row and waiting for the
-/// outbox while the other holds the outbox and waits for that row. (A subscription batch
-/// applies many events and would otherwise interleave row locks and appends.)
-///
-/// Subscription batches do not call it themselves: the kernel takes it for every batch whose
-/// handler declares `Handler::locks_outbox`, before the handler's first effect, and refuses
-/// appends from any other batch (see [`append`]). A command path (a request, a timer)
-/// that locks rows and may publish calls it first.
-///
-/// The lock is held to the end of the transaction, so only a transaction's first call costs a
-/// round trip. Call it first, outside any savepoint: rolling back to a savepoint taken before
-/// it would release the lock while this transaction still counts it as held.
-pub async fn lock(tx: &mut Tx) -> Result<(), sqlx::Error> {
-    if tx.outbox_locked {
-        return Ok(());
-    }
-    if let TxConn::Postgres(conn) = &mut tx.conn {
-        sqlx::query("SELECT seq FROM outbox_head WHERE id = 1 FOR UPDATE")
-            .execute(&mut **conn)
-            .await?;
-    }
-    tx.outbox_locked = true;
     Ok(())
 }
 
@@ -450,21 +425,15 @@ mod tests {
         let note = |id: &str| Noted { id: id.into() };
 
         let mut rolled_back = db.begin().await.unwrap();
-        append(&mut rolled_back, &note("a"), &EventContext::default())
-            .await
-            .unwrap();
+        append(&mut rolled_back, &note("a"), &EventContext::default()).unwrap();
         drop(rolled_back);
         let mut tx = db.begin().await.unwrap();
         // Two appends, one announcement: Postgres folds a transaction's identical ones.
-        append(&mut tx, &note("a"), &EventContext::default())
-            .await
-            .unwrap();
+        append(&mut tx, &note("a"), &EventContext::default()).unwrap();
         append_many(
             &mut tx,
-            &[Outgoing::new(&note("b"), &EventContext::default()).unwrap()],
-        )
-        .await
-        .unwrap();
+            [Outgoing::new(&note("b"), &EventContext::default()).unwrap()],
+        );
         tx.commit().await.unwrap();
         // A marker committed after it: whatever arrives before the marker was announced by
         // the transactions above.
@@ -486,5 +455,81 @@ mod tests {
             payloads,
             [format!("scratch:{}", db.tag()), "marker".to_owned()]
         );
+    }
+
+    /// The ids of `db`'s outbox events, in seq order, with their seqs.
+    async fn written(db: &ModuleDb) -> Vec<(i64, String)> {
+        let events = read_after(db, 0, 100).await.unwrap();
+        events
+            .into_iter()
+            .map(|e| (e.seq, e.decode::<Noted>().unwrap().unwrap().id))
+            .collect()
+    }
+
+    /// Two transactions that append concurrently get their seqs in the order they commit, not
+    /// the order they appended: the events are written at commit, under the outbox lock.
+    #[tokio::test]
+    async fn seqs_follow_commit_order_not_append_order() {
+        let Some(scratch) =
+            ScratchDb::on_backend(TestBackend::Postgres, "outbox_commit_order").await
+        else {
+            return;
+        };
+        let db = &scratch.db;
+        let note = |id: &str| Noted { id: id.into() };
+        let mut first = db.begin().await.unwrap();
+        append(
+            &mut first,
+            &note("appended first"),
+            &EventContext::default(),
+        )
+        .unwrap();
+        let mut second = db.begin().await.unwrap();
+        append(
+            &mut second,
+            &note("appended second"),
+            &EventContext::default(),
+        )
+        .unwrap();
+        // Neither holds the outbox lock before it commits: the second commits without waiting.
+        tokio::time::timeout(Duration::from_secs(30), second.commit())
+            .await
+            .expect("the second commits while the first is open")
+            .unwrap();
+        first.commit().await.unwrap();
+        assert_eq!(
+            written(db).await,
+            [
+                (1, "appended second".to_owned()),
+                (2, "appended first".to_owned())
+            ]
+        );
+    }
+
+    crate::both_backends! {
+        async fn a_rolled_back_savepoint_takes_back_what_was_appended_after_it(scratch: ScratchDb) {
+            let db = &scratch.db;
+            let note = |id: &str| Noted { id: id.into() };
+            let mut tx = db.begin().await.unwrap();
+            append(&mut tx, &note("before"), &EventContext::default()).unwrap();
+            tx.savepoint("outer").await.unwrap();
+            append(&mut tx, &note("undone"), &EventContext::default()).unwrap();
+            tx.savepoint("inner").await.unwrap();
+            append(&mut tx, &note("undone too"), &EventContext::default()).unwrap();
+            // Rolling back to the outer one undoes the inner one as well, which is gone.
+            tx.rollback_to_savepoint("outer").await.unwrap();
+            let gone = tx.release_savepoint("inner").await.unwrap_err();
+            assert!(gone.to_string().contains("no savepoint inner is open"), "{gone}");
+            append(&mut tx, &note("kept"), &EventContext::default()).unwrap();
+            tx.release_savepoint("outer").await.unwrap();
+            tx.savepoint("released").await.unwrap();
+            append(&mut tx, &note("released"), &EventContext::default()).unwrap();
+            tx.release_savepoint("released").await.unwrap();
+            tx.commit().await.unwrap();
+            assert_eq!(
+                written(db).await,
+                [(1, "before".to_owned()), (2, "kept".to_owned()), (3, "released".to_owned())]
+            );
+        }
     }
 }

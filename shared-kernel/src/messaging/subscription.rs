@@ -16,9 +16,9 @@ use tracing::Instrument as _;
 
 use uuid::Uuid;
 
+use super::dead_letters;
 use super::event::{Envelope, EventContext};
 use super::log::EventLog;
-use super::{dead_letters, outbox};
 use crate::clock;
 use crate::storage::{ModuleDb, StorageError, Tx, TxConn, bulk};
 use crate::with_tx;
@@ -66,14 +66,16 @@ pub trait Handler: Send + Sync + 'static {
         false
     }
 
-    /// Whether this handler's batches take the consumer's outbox lock ([`outbox::lock`]) before
-    /// the handler's first effect. A handler that publishes ([`outbox::append`]) must declare
-    /// it: the kernel then locks the outbox first, in the one order every publishing
-    /// transaction of the module follows, and without the declaration the batch's appends are
-    /// refused ([`outbox::append`] fails naming the rule), so the omission fails at once instead of
-    /// deadlocking on Postgres one day. A handler that publishes nothing may declare it too,
-    /// to serialize its batches with the module's other lock-takers.
-    fn locks_outbox(&self) -> bool {
+    /// Whether this handler's batches run one at a time with those of the consumer's other
+    /// serialized handlers: the kernel then takes the consumer's batch lock before the
+    /// handler's first effect, held to the commit (Postgres: a transaction-scoped advisory lock
+    /// keyed by the module's schema, see [`BATCH_LOCK`]; SQLite's single writer serializes every
+    /// transaction anyway). For handlers of different sources whose batches lock the same rows in
+    /// different orders, which would otherwise deadlock on Postgres and park events.
+    ///
+    /// Publishing needs no such declaration: the outbox is written at commit, its lock every
+    /// transaction's last (see `outbox::append_many`).
+    fn serialized(&self) -> bool {
         false
     }
 }
@@ -439,7 +441,7 @@ async fn apply_batch(
             continue;
         }
         if !prepared {
-            prepare(tx, &subscription.name, handler).await?;
+            prepare(tx, handler).await?;
             prepared = true;
         }
         let lone = fresh.len() == 1;
@@ -538,8 +540,8 @@ fn wanted(subscription: &Subscription, event: &Envelope) -> bool {
 }
 
 /// Runs `handler` on `event` inside `tx` the way a batch of subscription `name` does: the
-/// outbox lock first when the handler declares [`Handler::locks_outbox`] (its appends refused
-/// otherwise), and the events it publishes caused by `event`. For whoever applies a handler
+/// batch lock first when the handler is [`Handler::serialized`], and the events it publishes
+/// caused by `event`. For whoever applies a handler
 /// outside a subscription's batches, as tests do.
 ///
 /// # Errors
@@ -550,13 +552,13 @@ pub async fn run_handler(
     handler: &dyn Handler,
     event: &Envelope,
 ) -> anyhow::Result<()> {
-    prepare(tx, name, handler).await?;
+    prepare(tx, handler).await?;
     run_one(tx, name, handler, event, &tracing::Span::current()).await
 }
 
 /// Runs `handler`'s [`Handler::handle_batch`] on `events` (fresh, in seq order) inside `tx`
-/// the way a batch of subscription `name` does: the outbox lock first when the handler
-/// declares [`Handler::locks_outbox`] (its appends refused otherwise), then one call for all
+/// the way a batch of subscription `name` does: the batch lock first when the handler is
+/// [`Handler::serialized`], then one call for all
 /// of them. For whoever applies a handler's set-based path outside a subscription's batches,
 /// as tests do.
 ///
@@ -568,7 +570,7 @@ pub async fn run_handler_batch(
     handler: &dyn Handler,
     events: &[&Envelope],
 ) -> Result<(), BatchError> {
-    prepare(tx, name, handler).await?;
+    prepare(tx, handler).await?;
     let batch = Batch {
         subscription: name,
         events,
@@ -577,17 +579,17 @@ pub async fn run_handler_batch(
     handler.handle_batch(tx, &batch).await
 }
 
-/// What a batch does before its handler's first effect: the outbox lock when the handler
-/// declares [`Handler::locks_outbox`], the refusal of its appends otherwise.
-async fn prepare<H: Handler + ?Sized>(
-    tx: &mut Tx,
-    name: &str,
-    handler: &H,
-) -> Result<(), sqlx::Error> {
-    if handler.locks_outbox() {
-        outbox::lock(tx).await?;
-    } else if tx.appends_refused_for.is_none() {
-        tx.appends_refused_for = Some(name.to_owned());
+/// What a batch does before its handler's first effect: the batch lock when the handler is
+/// [`Handler::serialized`].
+async fn prepare<H: Handler + ?Sized>(tx: &mut Tx, handler: &H) -> Result<(), sqlx::Error> {
+    if handler.serialized() && !tx.serialized {
+        if let TxConn::Postgres(conn) = &mut tx.conn {
+            sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext(current_schema()))")
+                .bind(BATCH_LOCK)
+                .execute(&mut **conn)
+                .await?;
+        }
+        tx.serialized = true;
     }
     Ok(())
 }
@@ -614,8 +616,8 @@ async fn run_one<H: Handler + ?Sized>(
     handled
 }
 
-/// Runs the handler on an event just recorded in the inbox (see [`run_handler`]). The outbox
-/// lock, when the handler declares it, comes after the checkpoint's lock (taken first by every
+/// Runs the handler on an event just recorded in the inbox (see [`run_handler`]). The batch
+/// lock, when the handler is serialized, comes after the checkpoint's lock (taken first by every
 /// transaction of a subscription: batches and dead-letter retries alike) and before the
 /// handler's first effect; the inbox rows written before it lock nothing another
 /// subscription's transaction touches.
@@ -645,27 +647,6 @@ fn event_span(subscription: &str, event: &Envelope, parent: &tracing::Span) -> t
         span.record("order.id", tracing::field::display(order));
     }
     span
-}
-
-/// [`attempt`] without isolation, as the tests drive it.
-#[cfg(test)]
-pub(crate) async fn step(
-    subscription: &Subscription,
-    consumer: &ModuleDb,
-    source: &dyn EventLog,
-    config: &DeliveryConfig,
-    failure: Option<&Failure>,
-) -> Result<Step, StepError> {
-    attempt(
-        subscription,
-        consumer,
-        source,
-        config,
-        failure,
-        false,
-        &mut None,
-    )
-    .await
 }
 
 /// Applies the next batch after the consumer's checkpoint, in one consumer transaction.
@@ -698,12 +679,12 @@ async fn attempt(
         };
         let wanted: Vec<&Envelope> = events.iter().filter(|e| wanted(subscription, e)).collect();
         let first = &wanted[..wanted.len().min(INBOX_ROWS_PER_STATEMENT)];
-        let lock_outbox = subscription.handler.locks_outbox();
+        let serialized = subscription.handler.serialized();
         let Some(fresh) = move_checkpoint(
             &mut tx,
             &subscription.name,
             (known.seq, last),
-            lock_outbox,
+            serialized,
             first,
         )
         .await?
@@ -808,8 +789,8 @@ async fn apply_events(
 
 /// Moves the checkpoint from `from` to `to` if it is at `from`, and records `events` (the
 /// batch's first chunk of wanted events) in the inbox, in one statement (one command to
-/// SQLite's connection thread, one round trip to Postgres); with `lock_outbox`, the same
-/// statement takes the outbox lock on Postgres, what [`prepare`] would take next, so the lock
+/// SQLite's connection thread, one round trip to Postgres); with `serialized`, the same
+/// statement takes the batch lock on Postgres, what [`prepare`] would take next, so the lock
 /// is still the batch's first. Returns the ids of the events not applied before, or `None`
 /// when the checkpoint is elsewhere: the caller then drops the transaction, inbox rows and
 /// all.
@@ -817,7 +798,7 @@ async fn move_checkpoint(
     tx: &mut Tx,
     name: &str,
     (from, to): (i64, i64),
-    lock_outbox: bool,
+    serialized: bool,
     events: &[&Envelope],
 ) -> Result<Option<HashSet<Uuid>>, sqlx::Error> {
     let now = clock::now();
@@ -825,9 +806,10 @@ async fn move_checkpoint(
     let rows: Vec<(String, Option<Uuid>)> =
         match &mut tx.conn {
             TxConn::Postgres(conn) => sqlx::query_as(
-                "WITH outbox_lock AS (SELECT seq FROM outbox_head WHERE id = 1 AND $5 FOR UPDATE), \
+                "WITH batch_lock AS (SELECT pg_advisory_xact_lock($8, hashtext(current_schema())) \
+                   WHERE $5), \
                  moved AS (UPDATE subscription_checkpoints SET seq = $3, updated_at = $4 \
-                   WHERE name = $1 AND seq = $2 AND (NOT $5 OR EXISTS (SELECT FROM outbox_lock)) \
+                   WHERE name = $1 AND seq = $2 AND (NOT $5 OR EXISTS (SELECT FROM batch_lock)) \
                    RETURNING seq), \
                  fresh AS (INSERT INTO inbox (subscription, event_id, seq, processed_at) \
                    SELECT $1, e.id, e.seq, $4 FROM UNNEST($6::uuid[], $7::int8[]) AS e(id, seq) \
@@ -840,9 +822,10 @@ async fn move_checkpoint(
             .bind(from)
             .bind(to)
             .bind(now)
-            .bind(lock_outbox)
+            .bind(serialized)
             .bind(events.iter().map(|e| e.id).collect::<Vec<_>>())
             .bind(events.iter().map(|e| e.seq).collect::<Vec<_>>())
+            .bind(BATCH_LOCK)
             .fetch_all(&mut **conn)
             .await?,
             TxConn::Sqlite(conn) => {
@@ -877,8 +860,8 @@ async fn move_checkpoint(
     if !rows.iter().any(|(kind, _)| kind == "moved") {
         return Ok(None);
     }
-    if lock_outbox && tx.is_postgres() {
-        tx.outbox_locked = true;
+    if serialized {
+        tx.serialized = true;
     }
     Ok(Some(rows.into_iter().filter_map(|(_, id)| id).collect()))
 }
@@ -927,6 +910,12 @@ async fn record_in_inbox(
 /// Inbox rows per multi-row insert: 4 parameters each stays far below both backends' limits.
 const INBOX_ROWS_PER_STATEMENT: usize = 500;
 
+/// The first key of the batch lock of [`Handler::serialized`] handlers (Postgres'
+/// `pg_advisory_xact_lock(int4, int4)`, whose key space is apart from the one-`bigint` locks
+/// sqlx's migrations take); the second is the hash of the module's schema, so each module
+/// database has its own.
+pub const BATCH_LOCK: i32 = 0x626e_6462;
+
 /// Inserts the events into the inbox with one statement; returns the ids of those that were
 /// not applied before.
 async fn record_all_in_inbox(
@@ -950,6 +939,7 @@ async fn record_all_in_inbox(
             .bind(now)
             .bind(events.iter().map(|e| e.id).collect::<Vec<_>>())
             .bind(events.iter().map(|e| e.seq).collect::<Vec<_>>())
+            .bind(BATCH_LOCK)
             .fetch_all(&mut **conn)
             .await?
         }
@@ -993,7 +983,7 @@ mod batch_tests;
 #[cfg(test)]
 mod cursor_tests;
 #[cfg(test)]
-mod lock_order_tests;
+mod lock_tests;
 #[cfg(test)]
 pub(crate) mod noted;
 

@@ -4,6 +4,8 @@ use std::time::Duration;
 use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
 use tokio::sync::{broadcast, watch};
 
+use crate::messaging::outbox::{self, Outgoing};
+
 use super::{
     Backend, Migrated, Migrations, OpenError, StorageConfig, StorageError, postgres, sqlite,
 };
@@ -75,11 +77,14 @@ pub struct Tx {
     /// Events appended to the outbox in this transaction: the commit wakes the publisher and
     /// announces them to [`ModuleDb::committed_events`].
     pub(crate) appended_events: Vec<AppendedEvent>,
-    /// This transaction holds the outbox's append lock (Postgres): taking it again is a no-op.
-    pub(crate) outbox_locked: bool,
-    /// Set by a subscription batch whose handler does not lock the outbox (see
-    /// `Handler::locks_outbox`), naming the subscription: the outbox refuses its appends.
-    pub(crate) appends_refused_for: Option<String>,
+    /// Events appended to the outbox and not written yet: [`Tx::commit`] writes them last.
+    pub(crate) pending: Vec<Outgoing>,
+    /// The open savepoints, innermost last, each with how many events were pending when it
+    /// was taken.
+    savepoints: Vec<(&'static str, usize)>,
+    /// This transaction holds its module's batch lock (see `Handler::serialized`): taking it
+    /// again is a no-op.
+    pub(crate) serialized: bool,
     commits: Option<watch::Sender<u64>>,
     committed: Option<broadcast::Sender<Arc<[AppendedEvent]>>>,
     /// The module whose database this is, for metrics.
@@ -125,7 +130,9 @@ pub enum TxConn {
 }
 
 impl Tx {
-    pub async fn commit(self) -> Result<(), sqlx::Error> {
+    /// Writes the events appended to the outbox (see [`outbox::append_many`]), then commits.
+    pub async fn commit(mut self) -> Result<(), sqlx::Error> {
+        outbox::write(&mut self).await?;
         match self.conn {
             TxConn::Sqlite(tx) => tx.commit().await?,
             // A Postgres transaction that appended has announced its events already: the
@@ -154,6 +161,57 @@ impl Tx {
 
     pub fn is_postgres(&self) -> bool {
         matches!(self.conn, TxConn::Postgres(_))
+    }
+
+    /// Takes savepoint `name` (`SAVEPOINT "name"`, the same SQL on both backends; a name is
+    /// any text without a double quote).
+    pub async fn savepoint(&mut self, name: &'static str) -> Result<(), sqlx::Error> {
+        if name.contains('"') {
+            return Err(sqlx::Error::InvalidArgument(format!(
+                "a savepoint's name has no double quote: {name}"
+            )));
+        }
+        self.run(format!("SAVEPOINT \"{name}\"")).await?;
+        self.savepoints.push((name, self.pending.len()));
+        Ok(())
+    }
+
+    /// Rolls back to savepoint `name`, which stays open: the statements since, and the events
+    /// appended to the outbox since, are undone; savepoints taken since are gone.
+    pub async fn rollback_to_savepoint(&mut self, name: &'static str) -> Result<(), sqlx::Error> {
+        let at = self.open_savepoint(name)?;
+        self.run(format!("ROLLBACK TO SAVEPOINT \"{name}\""))
+            .await?;
+        let pending = self.savepoints[at].1;
+        self.savepoints.truncate(at + 1);
+        self.pending.truncate(pending);
+        Ok(())
+    }
+
+    /// Releases savepoint `name` (and any taken since), keeping what was done since.
+    pub async fn release_savepoint(&mut self, name: &'static str) -> Result<(), sqlx::Error> {
+        let at = self.open_savepoint(name)?;
+        self.run(format!("RELEASE SAVEPOINT \"{name}\"")).await?;
+        self.savepoints.truncate(at);
+        Ok(())
+    }
+
+    /// Where the innermost open savepoint `name` is.
+    fn open_savepoint(&self, name: &str) -> Result<usize, sqlx::Error> {
+        self.savepoints
+            .iter()
+            .rposition(|(open, _)| *open == name)
+            .ok_or_else(|| sqlx::Error::InvalidArgument(format!("no savepoint {name} is open")))
+    }
+
+    async fn run(&mut self, sql: String) -> Result<(), sqlx::Error> {
+        // The savepoint names are the callers' `&'static str`s, quoted, never input.
+        crate::with_tx!(self, |conn| {
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(conn)
+                .await
+                .map(drop)
+        })
     }
 }
 
@@ -359,8 +417,9 @@ impl Db {
         Ok(Tx {
             conn,
             appended_events: Vec::new(),
-            outbox_locked: false,
-            appends_refused_for: None,
+            pending: Vec::new(),
+            savepoints: Vec::new(),
+            serialized: false,
             commits: None,
             committed: None,
             module: None,

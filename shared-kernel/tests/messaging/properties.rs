@@ -213,9 +213,7 @@ async fn run_case(
                         n: next[usize::from(aggregate)],
                     };
                     next[usize::from(aggregate)] += 1;
-                    let (id, _) = outbox::append(&mut tx, &step, &EventContext::default())
-                        .await
-                        .unwrap();
+                    let id = outbox::append(&mut tx, &step, &EventContext::default()).unwrap();
                     failures.lock().unwrap().insert(id, fail);
                     appended += 1;
                 }

@@ -104,7 +104,7 @@ pub async fn register(source: &ModuleDb, name: &str, email: &str) -> anyhow::Res
             .await
             .map(drop)
     })?;
-    outbox::append(&mut tx, &registered, &EventContext::current()).await?;
+    outbox::append(&mut tx, &registered, &EventContext::current())?;
     tx.commit().await?;
     Ok(registered.member_id.0)
 }
@@ -124,7 +124,7 @@ pub async fn rename(source: &ModuleDb, id: Uuid, name: &str) -> anyhow::Result<(
         name: name.to_owned(),
         email,
     };
-    outbox::append(&mut tx, &updated, &EventContext::current()).await?;
+    outbox::append(&mut tx, &updated, &EventContext::current())?;
     tx.commit().await?;
     Ok(())
 }
@@ -314,7 +314,7 @@ impl ReplicateBatch {
         if !rows.is_empty() {
             upsert_replicas(tx, &rows).await?;
         }
-        outbox::append_many(tx, &outgoing).await?;
+        outbox::append_many(tx, outgoing);
         Ok(())
     }
 }
@@ -332,9 +332,5 @@ impl Handler for ReplicateBatch {
 
     fn event_types(&self) -> Option<&'static [&'static str]> {
         Some(&[MemberRegistered::TYPE, MemberUpdated::TYPE])
-    }
-
-    fn locks_outbox(&self) -> bool {
-        true
     }
 }

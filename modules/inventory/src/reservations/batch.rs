@@ -270,7 +270,7 @@ pub(crate) async fn apply_batch(tx: &mut Tx, events: &[&Envelope]) -> Result<(),
     statuses.sort_unstable_by_key(|(order_id, _)| *order_id);
     update_statuses(tx, &statuses, now).await?;
     insert_lines(tx, &new_lines).await?;
-    outbox::append_many(tx, &outgoing).await?;
+    outbox::append_many(tx, outgoing);
 
     for outcome in &outcomes {
         match outcome {

@@ -6,9 +6,8 @@
 //! result.** What the per-event path reads — the order's status and its saga — is read once
 //! for every order the batch names, before any reply is applied, and locked (on Postgres the
 //! orders' and sagas' rows `FOR UPDATE`, in order id order; on SQLite the single writer holds
-//! everything). The outbox lock comes first, as on every path that locks orders and publishes:
-//! the kernel took it before the batch (the handlers declare `locks_outbox`), and
-//! [`outbox::lock`] is a no-op once the transaction holds it. Nothing else can change those
+//! everything); the events go to the outbox at commit, under the lock every transaction takes
+//! last (see [`outbox::append_many`]). Nothing else can change those
 //! rows until the transaction ends, so the replay's state before reply *i* is exactly what the
 //! per-event path would read before reply *i*: the replay goes through the same decisions
 //! ([`Locked::reply`], which settles through [`Locked::settle`]). A reply that settles an order
@@ -70,7 +69,6 @@ pub(crate) async fn apply_replies(
     let mut order_ids: Vec<Uuid> = replies.iter().map(|(_, _, r)| r.order_id).collect();
     order_ids.sort_unstable();
     order_ids.dedup();
-    outbox::lock(tx).await?;
     let mut sagas = lock_all(tx, &order_ids).await?;
 
     let replayed = replay(&mut sagas, replies, now)?;
@@ -96,7 +94,7 @@ pub(crate) async fn apply_replies(
     update_sagas(tx, &rows).await?;
     moves.sort_unstable_by_key(|(order_id, _)| *order_id);
     update_orders(tx, &moves, now).await?;
-    outbox::append_many(tx, &replayed.events).await?;
+    outbox::append_many(tx, replayed.events);
 
     for (_, settlement, created_at) in &replayed.settlements {
         settlement.count(*created_at, now);

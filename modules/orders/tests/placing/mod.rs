@@ -174,7 +174,7 @@ async fn write_alone(tx: &mut Tx, placement: &Placement) -> Result<(), sqlx::Err
         .map(drop)
     })?;
     let event: OrderPlaced = serde_json::from_value(placed_payload(order)).unwrap();
-    outbox::append(tx, &event, &placement.context).await?;
+    outbox::append(tx, &event, &placement.context)?;
     Ok(())
 }
 

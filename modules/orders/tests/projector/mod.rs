@@ -156,8 +156,8 @@ impl Handler for OneByOne {
         self.0.handle(tx, event).await
     }
 
-    fn locks_outbox(&self) -> bool {
-        self.0.locks_outbox()
+    fn serialized(&self) -> bool {
+        self.0.serialized()
     }
 }
 

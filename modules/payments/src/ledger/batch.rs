@@ -118,7 +118,7 @@ pub(crate) async fn apply_batch(
         // through the savepoints of the per-event path.)
         replay(ledger, &mut *tx, &commands).await?
     };
-    outbox::append_many(tx, &published).await?;
+    outbox::append_many(tx, published);
     Ok(())
 }
 

@@ -107,7 +107,7 @@ crate::both_backends! {
         let db = &scratch.db;
         let mut tx = db.begin().await.unwrap();
         for id in ["a", "b", "c"] {
-            outbox::append(&mut tx, &Noted { id: id.into() }, &EventContext::default()).await.unwrap();
+            outbox::append(&mut tx, &Noted { id: id.into() }, &EventContext::default()).unwrap();
         }
         tx.commit().await.unwrap();
 

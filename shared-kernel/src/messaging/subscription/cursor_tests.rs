@@ -52,7 +52,7 @@ crate::both_backends! {
         let mut tx = db.begin().await.unwrap();
         for _ in 0..2 {
             let note = Noted { id: "a".into() };
-            outbox::append(&mut tx, &note, &EventContext::default()).await.unwrap();
+            outbox::append(&mut tx, &note, &EventContext::default()).unwrap();
         }
         tx.commit().await.unwrap();
         let handler = Arc::new(FirstFails::default());
@@ -108,7 +108,6 @@ crate::both_backends! {
         for round in 1..=3_i64 {
             let mut tx = db.begin().await.unwrap();
             outbox::append(&mut tx, &Noted { id: format!("{round}") }, &EventContext::default())
-                .await
                 .unwrap();
             tx.commit().await.unwrap();
             let step = attempt(&subscription, db, &log, &config, None, false, &mut cursor).await;
@@ -118,7 +117,7 @@ crate::both_backends! {
         // A rewind behind the worker's back (no nudge) is found by its next transaction.
         assert_eq!(rewind(db, "scratch<-scratch", 1).await.unwrap(), Rewound::Moved { from: 3 });
         let mut tx = db.begin().await.unwrap();
-        outbox::append(&mut tx, &Noted { id: "4".into() }, &EventContext::default()).await.unwrap();
+        outbox::append(&mut tx, &Noted { id: "4".into() }, &EventContext::default()).unwrap();
         tx.commit().await.unwrap();
         let stale = attempt(&subscription, db, &log, &config, None, false, &mut cursor).await;
         assert!(matches!(stale, Ok(Step::Stale)));
@@ -146,7 +145,7 @@ crate::both_backends! {
         };
         let mut tx = db.begin().await.unwrap();
         for id in ["1", "2", "3"] {
-            outbox::append(&mut tx, &note(id), &EventContext::default()).await.unwrap();
+            outbox::append(&mut tx, &note(id), &EventContext::default()).unwrap();
         }
         tx.commit().await.unwrap();
         let mut cursor = Some(Cursor { seq: 0 });
@@ -156,7 +155,7 @@ crate::both_backends! {
 
         assert_eq!(rewind(db, "scratch<-scratch", 1).await.unwrap(), Rewound::Moved { from: 3 });
         let mut tx = db.begin().await.unwrap();
-        outbox::append(&mut tx, &note("4"), &EventContext::default()).await.unwrap();
+        outbox::append(&mut tx, &note("4"), &EventContext::default()).unwrap();
         tx.commit().await.unwrap();
         // A cursor that is wrong moves nothing, and leaves nothing of its batch in the inbox.
         let mut wrong = Some(Cursor { seq: 0 });
