@@ -39,7 +39,11 @@ pub trait EventLog: Send + Sync + Debug + 'static {
     fn wakeups(&self) -> watch::Receiver<u64>;
 }
 
-/// The in-process log: the source module's outbox.
+/// Reads of an [`OutboxLog`], by source and by where they were served from.
+const READS: &str = "bounded_outbox_reads_total";
+
+/// The in-process log: the source module's outbox; what this process committed lately is read
+/// from memory (`messaging::recent`).
 #[derive(Debug, Clone)]
 pub struct OutboxLog {
     db: ModuleDb,
@@ -57,7 +61,16 @@ impl EventLog for OutboxLog {
         self.db.module()
     }
 
+    /// From memory when this process committed the next event lately (see
+    /// `ModuleDb::recent_after`), else from the outbox; counted in
+    /// `bounded_outbox_reads_total{source, from="memory"|"database"}`.
     async fn read_after(&self, after_seq: i64, limit: i64) -> anyhow::Result<Vec<Envelope>> {
+        let source = self.db.module();
+        if let Some(events) = self.db.recent_after(after_seq, limit) {
+            metrics::counter!(READS, "source" => source, "from" => "memory").increment(1);
+            return Ok(events);
+        }
+        metrics::counter!(READS, "source" => source, "from" => "database").increment(1);
         Ok(outbox::read_after(&self.db, after_seq, limit).await?)
     }
 
@@ -75,5 +88,64 @@ impl EventLog for OutboxLog {
 
     fn wakeups(&self) -> watch::Receiver<u64> {
         self.db.outbox_commits()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::messaging::EventContext;
+    use crate::messaging::subscription::noted::Noted;
+    use crate::storage::testing::ScratchDb;
+
+    crate::both_backends! {
+        async fn what_this_process_committed_is_read_from_memory_exactly_as_stored(scratch: ScratchDb) {
+            let db = &scratch.db;
+            let note = |id: &str| Noted { id: id.into() };
+            let context = EventContext {
+                correlation_id: Some(Uuid::now_v7()),
+                causation_id: Some(Uuid::now_v7()),
+                headers: BTreeMap::from([("traceparent".to_owned(), "t".to_owned())]),
+            };
+            for round in 0..3 {
+                let mut tx = db.begin().await.unwrap();
+                outbox::append(&mut tx, &note(&format!("{round}a")), &context).unwrap();
+                outbox::append(&mut tx, &note(&format!("{round}b")), &EventContext::default())
+                    .unwrap();
+                tx.commit().await.unwrap();
+            }
+            // Rolled back: never kept.
+            let mut tx = db.begin().await.unwrap();
+            outbox::append(&mut tx, &note("rolled back"), &context).unwrap();
+            drop(tx);
+
+            let stored = outbox::read_after(db, 0, 100).await.unwrap();
+            assert_eq!(stored.len(), 6);
+            assert_eq!(db.recent_after(0, 100), Some(stored.clone()));
+            assert_eq!(db.recent_after(2, 3).as_deref(), Some(&stored[2..5]));
+            assert_eq!(db.recent_after(6, 100), None, "nothing after the head");
+
+            // A commit through the bare database (as another process's would be) is not in
+            // memory: a read that needs it goes to the database, one after it to memory.
+            let mut bare = db.db().unwrap().begin().await.unwrap();
+            outbox::append(&mut bare, &note("elsewhere"), &EventContext::default()).unwrap();
+            bare.commit().await.unwrap();
+            let mut tx = db.begin().await.unwrap();
+            outbox::append(&mut tx, &note("here"), &EventContext::default()).unwrap();
+            tx.commit().await.unwrap();
+            let stored = outbox::read_after(db, 0, 100).await.unwrap();
+            assert_eq!(stored.len(), 8);
+            assert_eq!(db.recent_after(5, 100), Some(stored[5..6].to_vec()), "up to the gap");
+            assert_eq!(db.recent_after(6, 100), None);
+            assert_eq!(db.recent_after(7, 100), Some(stored[7..].to_vec()));
+            let log = OutboxLog::new(db.clone());
+            // Memory answers with the run up to the gap; the next read, the database, has the rest.
+            assert_eq!(log.read_after(0, 100).await.unwrap(), stored[..6].to_vec());
+            assert_eq!(log.read_after(6, 100).await.unwrap(), stored[6..].to_vec());
+        }
     }
 }

@@ -13,6 +13,7 @@ pub mod dead_letters;
 mod event;
 mod log;
 pub mod outbox;
+pub(crate) mod recent;
 mod subscription;
 
 pub use bus::{Bus, BusError, SubscriptionStatus, Workers};

@@ -117,11 +117,11 @@ pub fn append_many(tx: &mut Tx, events: impl IntoIterator<Item = Outgoing>) {
 /// plus the row's place; the trigger `outbox_head_follows` moves the head row by row, so it
 /// ends at the last seq.
 pub(crate) async fn write(tx: &mut Tx) -> Result<(), sqlx::Error> {
-    let events = std::mem::take(&mut tx.pending);
-    if events.is_empty() {
+    let owned = std::mem::take(&mut tx.pending);
+    if owned.is_empty() {
         return Ok(());
     }
-    let events = events.as_slice();
+    let events = owned.as_slice();
     let now = clock::now();
     let mut seqs: Vec<(i64, Uuid)> = Vec::with_capacity(events.len());
     match &mut tx.conn {
@@ -227,6 +227,25 @@ pub(crate) async fn write(tx: &mut Tx) -> Result<(), sqlx::Error> {
                 event_type: event.event_type,
             }),
     );
+    if tx.recent.is_some() {
+        // As `read_after` would return them: the time is the row's (microseconds, as stored).
+        let source = tx.module.unwrap_or_default();
+        tx.written
+            .extend(seqs.iter().zip(owned).map(|((seq, _), event)| Envelope {
+                id: event.id,
+                source: source.to_owned(),
+                seq: *seq,
+                aggregate_type: event.aggregate_type.to_owned(),
+                aggregate_id: event.aggregate_id,
+                event_type: event.event_type.to_owned(),
+                event_version: event.event_version,
+                occurred_at: now,
+                correlation_id: event.context.correlation_id,
+                causation_id: event.context.causation_id,
+                headers: event.context.headers,
+                payload: event.payload,
+            }));
+    }
     Ok(())
 }
 

@@ -4,7 +4,9 @@ use std::time::Duration;
 use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
 use tokio::sync::{broadcast, watch};
 
+use crate::messaging::Envelope;
 use crate::messaging::outbox::{self, Outgoing};
+use crate::messaging::recent::Recent;
 
 use super::{
     Backend, Migrated, Migrations, OpenError, StorageConfig, StorageError, postgres, sqlite,
@@ -82,13 +84,19 @@ pub struct Tx {
     /// The open savepoints, innermost last, each with how many events were pending when it
     /// was taken.
     savepoints: Vec<(&'static str, usize)>,
+    /// The events written at commit, as a reader of the outbox would get them: kept in the
+    /// module handle's [`Recent`] once the commit went through.
+    pub(crate) written: Vec<Envelope>,
+    /// Where the module handle keeps its recently committed events (`None`: a transaction of a
+    /// bare [`Db`], which keeps none).
+    pub(crate) recent: Option<Arc<Recent>>,
     /// This transaction holds its module's batch lock (see `Handler::serialized`): taking it
     /// again is a no-op.
     pub(crate) serialized: bool,
     commits: Option<watch::Sender<u64>>,
     committed: Option<broadcast::Sender<Arc<[AppendedEvent]>>>,
-    /// The module whose database this is, for metrics.
-    module: Option<&'static str>,
+    /// The module whose database this is, for metrics and the events it writes.
+    pub(crate) module: Option<&'static str>,
     /// The handle's tag, sent with the commit notification (see [`ModuleDb::tag`]).
     pub(crate) tag: Option<Arc<str>>,
 }
@@ -141,6 +149,12 @@ impl Tx {
         }
         metrics::counter!(crate::prometheus::COMMITS, "module" => self.module.unwrap_or("unknown"))
             .increment(1);
+        // Kept before the wake-up below, so a subscriber it wakes finds them.
+        if let Some(recent) = &self.recent
+            && !self.written.is_empty()
+        {
+            recent.insert(self.written);
+        }
         let appended = self.appended_events.len() as u64;
         if appended > 0 {
             if let Some(commits) = &self.commits {
@@ -419,6 +433,8 @@ impl Db {
             appended_events: Vec::new(),
             pending: Vec::new(),
             savepoints: Vec::new(),
+            written: Vec::new(),
+            recent: None,
             serialized: false,
             commits: None,
             committed: None,
@@ -467,6 +483,8 @@ struct Inner {
     remote_commits: watch::Sender<u64>,
     /// Announces what each local commit appended to the outbox.
     committed: broadcast::Sender<Arc<[AppendedEvent]>>,
+    /// The events local commits appended lately, for in-process readers of the outbox.
+    recent: Arc<Recent>,
     /// Names this handle (in practice: this process) in outbox commit notifications.
     tag: Arc<str>,
 }
@@ -480,6 +498,7 @@ impl Inner {
             commits: watch::Sender::new(0),
             remote_commits: watch::Sender::new(0),
             committed: broadcast::Sender::new(COMMITTED_CAPACITY),
+            recent: Arc::new(Recent::default()),
             tag: Arc::from(uuid::Uuid::now_v7().simple().to_string()),
         }
     }
@@ -619,9 +638,16 @@ impl ModuleDb {
             .map_err(|e| self.classify(e))?;
         tx.commits = Some(self.inner.commits.clone());
         tx.committed = Some(self.inner.committed.clone());
+        tx.recent = Some(Arc::clone(&self.inner.recent));
         tx.module = Some(self.inner.module);
         tx.tag = Some(Arc::clone(&self.inner.tag));
         Ok(tx)
+    }
+
+    /// Up to `limit` events of this module's outbox after `after_seq`, from memory, when this
+    /// process committed the very next one lately (see [`Recent::after`]); `None` otherwise.
+    pub(crate) fn recent_after(&self, after_seq: i64, limit: i64) -> Option<Vec<Envelope>> {
+        self.inner.recent.after(after_seq, limit)
     }
 
     /// Wakes this module's subscribers as a local commit would: another process committed to
