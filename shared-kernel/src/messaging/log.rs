@@ -99,6 +99,7 @@ mod tests {
 
     use super::*;
     use crate::messaging::EventContext;
+    use crate::messaging::recent::CAPACITY;
     use crate::messaging::subscription::noted::Noted;
     use crate::storage::testing::ScratchDb;
 
@@ -146,6 +147,22 @@ mod tests {
             // Memory answers with the run up to the gap; the next read, the database, has the rest.
             assert_eq!(log.read_after(0, 100).await.unwrap(), stored[..6].to_vec());
             assert_eq!(log.read_after(6, 100).await.unwrap(), stored[6..].to_vec());
+        }
+
+        async fn a_transaction_larger_than_memory_leaves_its_last_events_there(scratch: ScratchDb) {
+            let db = &scratch.db;
+            let beyond = 3;
+            let mut tx = db.begin().await.unwrap();
+            for i in 0..CAPACITY + beyond {
+                outbox::append(&mut tx, &Noted { id: i.to_string() }, &EventContext::default())
+                    .unwrap();
+            }
+            tx.commit().await.unwrap();
+            let from = i64::try_from(beyond).unwrap();
+            let stored = outbox::read_after(db, from, 1000).await.unwrap();
+            assert_eq!(stored.len(), CAPACITY);
+            assert_eq!(db.recent_after(from, 1000), Some(stored));
+            assert_eq!(db.recent_after(from - 1, 1000), None);
         }
     }
 }

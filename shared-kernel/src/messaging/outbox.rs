@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::event::{Envelope, EventContext, IntegrationEvent};
+use super::recent;
 use crate::clock;
 use crate::storage::{AppendedEvent, ModuleDb, StorageError, Tx, TxConn};
 use crate::{with_reader, with_tx};
@@ -229,22 +230,28 @@ pub(crate) async fn write(tx: &mut Tx) -> Result<(), sqlx::Error> {
     );
     if tx.recent.is_some() {
         // As `read_after` would return them: the time is the row's (microseconds, as stored).
+        // Only the last `recent::CAPACITY` can be kept.
         let source = tx.module.unwrap_or_default();
-        tx.written
-            .extend(seqs.iter().zip(owned).map(|((seq, _), event)| Envelope {
-                id: event.id,
-                source: source.to_owned(),
-                seq: *seq,
-                aggregate_type: event.aggregate_type.to_owned(),
-                aggregate_id: event.aggregate_id,
-                event_type: event.event_type.to_owned(),
-                event_version: event.event_version,
-                occurred_at: now,
-                correlation_id: event.context.correlation_id,
-                causation_id: event.context.causation_id,
-                headers: event.context.headers,
-                payload: event.payload,
-            }));
+        let kept = seqs.len().saturating_sub(recent::CAPACITY);
+        tx.written.extend(
+            seqs.iter()
+                .zip(owned)
+                .skip(kept)
+                .map(|((seq, _), event)| Envelope {
+                    id: event.id,
+                    source: source.to_owned(),
+                    seq: *seq,
+                    aggregate_type: event.aggregate_type.to_owned(),
+                    aggregate_id: event.aggregate_id,
+                    event_type: event.event_type.to_owned(),
+                    event_version: event.event_version,
+                    occurred_at: now,
+                    correlation_id: event.context.correlation_id,
+                    causation_id: event.context.causation_id,
+                    headers: event.context.headers,
+                    payload: event.payload,
+                }),
+        );
     }
     Ok(())
 }
