@@ -22,9 +22,7 @@
 mod common;
 
 use common::{Account, Backend, EventStoreUnderTest, LIMIT_CENTS};
-use payments::bench_support::{
-    AccountEvent, AccountState, Loaded, RELEASE, SAVEPOINT, Source, append, load, savepoint,
-};
+use payments::bench_support::{ATTEMPT, AccountEvent, AccountState, Loaded, Source, append, load};
 use payments_api::PaymentId;
 use shared_kernel::storage::testing::TestDatabase;
 use shared_kernel::storage::{ModuleDb, Reader, StorageConfig};
@@ -100,7 +98,7 @@ impl EventStoreUnderTest for Bounded {
 
     async fn reserve(&self, db: &Db, stream: Uuid, events: usize) -> anyhow::Result<usize> {
         let mut tx = db.db.begin().await?;
-        savepoint(&mut tx, SAVEPOINT).await?;
+        tx.savepoint(ATTEMPT).await?;
         let account: Loaded<AccountState> =
             load(Source::Tx(&mut tx), stream, db.snapshot_every > 0).await?;
         let mut decided = account
@@ -113,7 +111,7 @@ impl EventStoreUnderTest for Bounded {
             amount_cents: 1,
         }));
         append(&mut tx, &account, &decided, db.snapshot_every).await?;
-        savepoint(&mut tx, RELEASE).await?;
+        tx.release_savepoint(ATTEMPT).await?;
         tx.commit().await?;
         Ok(decided.len())
     }

@@ -38,9 +38,7 @@ pub use service::Payments;
 #[doc(hidden)]
 pub mod bench_support {
     pub use crate::domain::{AccountEvent, AccountState, Aggregate};
-    pub use crate::store::{
-        Loaded, RELEASE, SAVEPOINT, Source, StoreError, append, load, savepoint,
-    };
+    pub use crate::store::{ATTEMPT, Loaded, Source, StoreError, append, load};
 }
 
 /// Settings of the payments module.

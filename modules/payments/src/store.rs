@@ -610,30 +610,9 @@ pub fn payment_view_error(error: sqlx::Error, order_id: Uuid) -> StoreError {
     }
 }
 
-/// What [`savepoint`] does with the savepoint of an attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Savepoint {
-    Take,
-    RollBack,
-    Release,
-}
-
-/// Takes, rolls back to or releases the savepoint of an attempt, through the transaction's
-/// own savepoints ([`Tx::savepoint`]), so that a rolled-back attempt's outbox appends go with
-/// it.
-pub async fn savepoint(tx: &mut Tx, op: Savepoint) -> Result<(), StoreError> {
-    const NAME: &str = "payments_attempt";
-    match op {
-        Savepoint::Take => tx.savepoint(NAME).await?,
-        Savepoint::RollBack => tx.rollback_to_savepoint(NAME).await?,
-        Savepoint::Release => tx.release_savepoint(NAME).await?,
-    }
-    Ok(())
-}
-
-pub const SAVEPOINT: Savepoint = Savepoint::Take;
-pub const ROLLBACK_TO: Savepoint = Savepoint::RollBack;
-pub const RELEASE: Savepoint = Savepoint::Release;
+/// The savepoint of an attempt, taken through the transaction's own savepoints
+/// ([`Tx::savepoint`]), so that a rolled-back attempt's outbox appends go with it.
+pub const ATTEMPT: &str = "payments_attempt";
 
 /// Runs `$attempt` (an expression evaluating to a future of `Result<T, StoreError>`, built anew
 /// for every attempt) inside a savepoint of `$tx`, up to [`MAX_ATTEMPTS`] times while it
@@ -645,13 +624,13 @@ macro_rules! retry_on_conflict {
     ($tx:expr, $conflicts:expr, $attempt:expr) => {{
         let mut conflicts: u32 = 0;
         loop {
-            if let Err(e) = $crate::store::savepoint(&mut *$tx, $crate::store::SAVEPOINT).await {
-                break Err(e);
+            if let Err(e) = $tx.savepoint($crate::store::ATTEMPT).await {
+                break Err(e.into());
             }
             match $attempt.await {
-                Ok(value) => match $crate::store::savepoint(&mut *$tx, $crate::store::RELEASE).await {
+                Ok(value) => match $tx.release_savepoint($crate::store::ATTEMPT).await {
                     Ok(()) => break Ok((value, conflicts)),
-                    Err(e) => break Err(e),
+                    Err(e) => break Err(e.into()),
                 },
                 Err($crate::store::StoreError::Conflict(stream_id)) => {
                     conflicts += 1;
@@ -659,11 +638,11 @@ macro_rules! retry_on_conflict {
                         .increment(1);
                     $conflicts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::debug!(%stream_id, conflicts, "Event store conflict; retrying.");
-                    if let Err(e) = $crate::store::savepoint(&mut *$tx, $crate::store::ROLLBACK_TO).await {
-                        break Err(e);
+                    if let Err(e) = $tx.rollback_to_savepoint($crate::store::ATTEMPT).await {
+                        break Err(e.into());
                     }
-                    if let Err(e) = $crate::store::savepoint(&mut *$tx, $crate::store::RELEASE).await {
-                        break Err(e);
+                    if let Err(e) = $tx.release_savepoint($crate::store::ATTEMPT).await {
+                        break Err(e.into());
                     }
                     if conflicts >= $crate::store::MAX_ATTEMPTS {
                         break Err($crate::store::StoreError::TooManyConflicts {
@@ -674,7 +653,7 @@ macro_rules! retry_on_conflict {
                 }
                 Err(error) => {
                     // The caller's transaction fails anyway; undo the attempt for tidiness.
-                    let _ = $crate::store::savepoint(&mut *$tx, $crate::store::ROLLBACK_TO).await;
+                    let _ = $tx.rollback_to_savepoint($crate::store::ATTEMPT).await;
                     break Err(error);
                 }
             }

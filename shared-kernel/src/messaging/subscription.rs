@@ -939,7 +939,6 @@ async fn record_all_in_inbox(
             .bind(now)
             .bind(events.iter().map(|e| e.id).collect::<Vec<_>>())
             .bind(events.iter().map(|e| e.seq).collect::<Vec<_>>())
-            .bind(BATCH_LOCK)
             .fetch_all(&mut **conn)
             .await?
         }
